@@ -1,0 +1,151 @@
+"""circusd: the composition root. Parses the command line, loads the config, wires arbiter + control, runs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from typing import Any
+
+from circus_linux import __version__
+from circus_linux import config as configmod
+from circus_linux.errors import CircusError, ConfigError, ExitCode
+
+log = logging.getLogger("circus_linux.circusd")
+
+DESCRIPTION = """\
+Run the circus-linux arbiter in the foreground: start every autostart watcher of CONFIG in priority
+order and keep their workers alive. Without CONFIG, runs the embedded example config (a small pool of
+shell workers that print a line every few seconds). Signals: TERM/INT/QUIT stop everything and exit 0,
+HUP re-reads the config and reloads the workers gracefully.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="circusd", description=DESCRIPTION)
+    p.add_argument("config", nargs="?", help="Circus ini file (default: the embedded example config)")
+    p.add_argument("--check", action="store_true", help="validate CONFIG (includes resolved) and exit 0/1")
+    p.add_argument("--log-level", dest="loglevel", help="debug, info, warning, error (default: [circus] loglevel or info)")
+    p.add_argument("--log-output", dest="logoutput", help="'-' for stderr (default), 'journal', or a file path")
+    p.add_argument("--pidfile", help="write circusd's pid there (default: [circus] pidfile)")
+    p.add_argument("--version", action="version", version=f"circus-linux {__version__}")
+    return p
+
+
+def setup_logging(level: str | None, output: str | None) -> None:
+    lvl = getattr(logging, (level or "info").upper(), logging.INFO)
+    handler: logging.Handler
+    if output in (None, "-", "stderr", "stdout") and os.environ.get("JOURNAL_STREAM") and _journal_ok():
+        output = "journal"
+    if output == "journal":
+        from systemd.journal import JournalHandler  # type: ignore[import-not-found]
+
+        handler = JournalHandler(SYSLOG_IDENTIFIER="circusd")
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    elif output in (None, "-", "stderr"):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s circusd[%(process)d] %(levelname)s %(name)s: %(message)s"))
+    elif output == "stdout":
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(asctime)s circusd[%(process)d] %(levelname)s %(name)s: %(message)s"))
+    else:
+        handler = logging.FileHandler(output)
+        handler.setFormatter(logging.Formatter("%(asctime)s circusd[%(process)d] %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(lvl)
+
+
+def _journal_ok() -> bool:
+    try:
+        import systemd.journal  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def load_config(path: str | None) -> Any:
+    if path is None:
+        return configmod.load(configmod.default_config_path())
+    return configmod.load(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(f"circusd: invalid configuration ({len(exc.issues)} error(s)):", file=sys.stderr)
+        for issue in exc.issues:
+            print(f"  {issue}", file=sys.stderr)
+        return ExitCode.CONFIG
+    except OSError as exc:
+        print(f"circusd: cannot read {args.config}: {exc.strerror}", file=sys.stderr)
+        return ExitCode.CONFIG
+    if args.check:
+        for warning in cfg.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        print(f"{cfg.path}: OK ({len(cfg.watchers)} watchers, {len(cfg.sockets)} sockets, {len(cfg.plugins)} plugins)")
+        return ExitCode.OK
+
+    # Signals are blocked before any thread exists (zmq's I/O threads included), so they are only ever
+    # delivered to the signalfd the arbiter reads.
+    from circus_linux.runtime import signals
+
+    signals.block()
+    setup_logging(args.loglevel or cfg.circus.loglevel, args.logoutput or cfg.circus.logoutput)
+    if args.config is None:
+        log.info("no config given: running the embedded example %s", cfg.path)
+    for warning in cfg.warnings:
+        log.warning("%s", warning)
+    if cfg.circus.umask is not None:
+        os.umask(cfg.circus.umask)
+    pidfile = args.pidfile or cfg.circus.pidfile
+    if pidfile:
+        with open(pidfile, "w") as fh:
+            fh.write(f"{os.getpid()}\n")
+    try:
+        return asyncio.run(serve(cfg))
+    except CircusError as exc:
+        log.error("%s", exc)
+        _notify_errno(exc)
+        return ExitCode.RUNTIME
+    finally:
+        if pidfile:
+            try:
+                os.unlink(pidfile)
+            except FileNotFoundError:
+                pass
+
+
+def _notify_errno(exc: BaseException) -> None:
+    from circus_linux.kernel.notify import Notifier
+
+    err = getattr(exc, "errno", None) or 1
+    Notifier.from_environ().notify(STATUS=f"failed: {exc}", ERRNO=err)
+
+
+async def serve(cfg: Any) -> int:
+    from circus_linux.runtime.arbiter import Arbiter
+    from circus_linux.runtime.cgroups import CgroupManager
+
+    arbiter = Arbiter(cfg, cgroups=CgroupManager.from_config(cfg))
+    control = _make_control(arbiter, cfg)
+    try:
+        await arbiter.setup()
+        if control is not None:
+            await control.start()
+        await arbiter.start()
+        return await arbiter.run_until_stopped()
+    finally:
+        if control is not None:
+            await control.close()
+        await arbiter.shutdown()
+
+
+def _make_control(arbiter: Any, cfg: Any) -> Any:
+    from circus_linux.control.service import ControlService
+
+    return ControlService(arbiter, cfg.circus)

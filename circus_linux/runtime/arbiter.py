@@ -1,0 +1,372 @@
+"""The arbiter: owns watchers, sockets, the reaper and the signalfd; talks to systemd; never imports zmq."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psutil
+
+from circus_linux import config as configmod
+from circus_linux.errors import CommandError, ConfigError, UnknownWatcher
+from circus_linux.kernel import native
+from circus_linux.kernel.notify import Notifier, NotifyServer, watchdog_usec
+from circus_linux.kernel.sockets import listen_fds
+from circus_linux.runtime.process import Process
+from circus_linux.runtime.signals import SignalReader
+from circus_linux.runtime.sockets import SocketRegistry
+from circus_linux.runtime.watcher import Watcher, WatcherServices
+
+log = logging.getLogger("circus_linux.arbiter")
+
+Emit = Callable[[str, dict[str, Any]], None]
+
+
+def _ordered(watchers: list[Watcher], reverse: bool = False) -> list[Watcher]:
+    """Circus order: the bigger `priority` first when starting; stopping walks the list backwards."""
+    out = sorted(watchers, key=lambda w: -w.config.priority)
+    return out[::-1] if reverse else out
+
+
+class Arbiter:
+    def __init__(
+        self,
+        config: Any,
+        emit: Emit | None = None,
+        notifier: Notifier | None = None,
+        cgroups: Any = None,
+    ) -> None:
+        self.config = config
+        self._emit_cb = emit
+        self.notifier = notifier or Notifier.from_environ(unset=True)
+        self.cgroups = cgroups  # runtime.cgroups.CgroupManager or None
+        self.watchers: dict[str, Watcher] = {}
+        self.sockets = SocketRegistry(self.notifier)
+        self._children: dict[int, Process] = {}
+        self._owners: dict[int, Watcher] = {}
+        self._stop_requested = asyncio.Event()
+        self._exit_code = 0
+        self._signals: SignalReader | None = None
+        self._notify_server: NotifyServer | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._reload_lock = asyncio.Lock()
+        self.started = time.time()
+        self.ready = False
+        self._shut_down = False
+        self.reaped_orphans = 0
+        self.listeners: list[Emit] = []
+
+    # ------------------------------------------------------------------ events
+    def emit(self, topic: str, payload: dict[str, Any]) -> None:
+        payload.setdefault("time", time.time())
+        if self._emit_cb is not None:
+            try:
+                self._emit_cb(topic, payload)
+            except Exception:  # a broken subscriber must not break the runtime
+                log.exception("event sink failed for %s", topic)
+        for listener in list(self.listeners):
+            try:
+                listener(topic, payload)
+            except Exception:
+                log.exception("event listener failed for %s", topic)
+
+    # ------------------------------------------------------------------ lifecycle
+    async def setup(self) -> None:
+        """Everything that must exist before the first watcher starts."""
+        loop = asyncio.get_running_loop()
+        native.set_child_subreaper()
+        self._signals = SignalReader(self)
+        inherited = listen_fds(unset=True)
+        for warning in self.sockets.setup(self.config.sockets, inherited):
+            log.warning("%s", warning)
+        if any(w.notify for w in self.config.watchers):
+            self._ensure_notify_server(loop)
+        if self.cgroups is not None:
+            self.cgroups.setup()
+        for cfg in self.config.watchers:
+            self._make_watcher(cfg)
+
+    def _ensure_notify_server(self, loop: asyncio.AbstractEventLoop | None = None) -> str:
+        if self._notify_server is None:
+            self._notify_server = NotifyServer()
+            (loop or asyncio.get_running_loop()).add_reader(self._notify_server.fileno(), self._on_notify)
+        return self._notify_server.path
+
+    def _services(self) -> WatcherServices:
+        return WatcherServices(
+            emit=self.emit,
+            register=self._register,
+            unregister=self._unregister,
+            socket_fd=self.sockets.fd,
+            all_sockets=self.sockets.names,
+            notify_socket=self._notify_server.path if self._notify_server else None,
+            cgroup=(self.cgroups.for_watcher if self.cgroups is not None else (lambda name: None)),
+        )
+
+    def _make_watcher(self, cfg: Any) -> Watcher:
+        if cfg.notify:
+            self._ensure_notify_server()
+        if self.cgroups is not None:
+            self.cgroups.create(cfg)
+        watcher = Watcher(cfg, self._services())
+        self.watchers[cfg.name] = watcher
+        return watcher
+
+    async def start(self) -> None:
+        """Start every autostart watcher in priority order, then tell systemd we are ready."""
+        for watcher in _ordered(list(self.watchers.values())):
+            if watcher.config.autostart:
+                await watcher.start(wait=True)
+        self.ready = True
+        self.emit("arbiter.ready", {"watchers": list(self.watchers)})
+        self.notifier.notify("READY=1", STATUS=self.status_line(), MAINPID=os.getpid())
+        self._own(self._status_loop())
+        interval = watchdog_usec()
+        if interval:
+            self._own(self._watchdog_loop(interval / 2_000_000))
+
+    async def run(self) -> int:
+        """The whole life of circusd: setup, start, serve until asked to stop, stop in reverse priority."""
+        try:
+            await self.setup()
+            await self.start()
+            return await self.run_until_stopped()
+        finally:
+            await self.shutdown()
+
+    async def run_until_stopped(self) -> int:
+        await self._stop_requested.wait()
+        return self._exit_code
+
+    def request_stop(self, code: int = 0) -> None:
+        self._exit_code = code
+        self._stop_requested.set()
+
+    async def shutdown(self) -> None:
+        """Stop every watcher in reverse priority and release everything; safe to call twice."""
+        if self._shut_down:
+            return
+        self._shut_down = True
+        self.notifier.notify("STOPPING=1", STATUS="stopping")
+        self.emit("arbiter.stopping", {})
+        for watcher in _ordered(list(self.watchers.values()), reverse=True):
+            await watcher.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._reap_all()
+        loop = asyncio.get_running_loop()
+        if self._notify_server is not None:
+            loop.remove_reader(self._notify_server.fileno())
+            self._notify_server.close()
+            self._notify_server = None
+        if self._signals is not None:
+            self._signals.close()
+            self._signals = None
+        if self.cgroups is not None:
+            self.cgroups.cleanup()
+        self.sockets.close()
+
+    def _own(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # ------------------------------------------------------------------ systemd
+    def status_line(self) -> str:
+        running = sum(len(w.live()) for w in self.watchers.values())
+        wanted = sum(w.numprocesses for w in self.watchers.values() if w.state.value != "stopped")
+        active = sum(1 for w in self.watchers.values() if w.state.value == "active")
+        return f"{active}/{len(self.watchers)} watchers active, {running}/{wanted} workers"
+
+    async def _status_loop(self) -> None:
+        last = ""
+        while True:
+            line = self.status_line()
+            if line != last:
+                self.notifier.notify(STATUS=line)
+                last = line
+            await asyncio.sleep(1.0)
+
+    async def _watchdog_loop(self, period: float) -> None:
+        # Sent from the event loop itself: if the loop wedges, the pings stop and systemd restarts us.
+        while True:
+            self.notifier.notify("WATCHDOG=1")
+            await asyncio.sleep(period)
+
+    # ------------------------------------------------------------------ children
+    def _register(self, proc: Process) -> None:
+        self._children[proc.pid] = proc
+
+    def _unregister(self, proc: Process) -> None:
+        self._children.pop(proc.pid, None)
+
+    def handle_chld(self) -> None:
+        self._reap_all()
+
+    def _reap_all(self) -> None:
+        """Reap every exited child: ours through their pidfd, orphans re-parented to us by pid.
+
+        SIGCHLD coalesces, so one signal may stand for many exits: peek (WNOWAIT) until nothing is left.
+        """
+        while True:
+            pids = native.exited_pids()
+            if not pids:
+                return
+            for pid in pids:
+                proc = self._children.get(pid)
+                if proc is None:
+                    native.reap_pid(pid)
+                    self.reaped_orphans += 1
+                    continue
+                status = proc.reap()
+                if status is None:  # cannot happen after WNOWAIT said it exited; never spin on it
+                    native.reap_pid(pid)
+                    continue
+                owner = self.watchers.get(proc.watcher)
+                if owner is not None and owner.procs.get(pid) is proc:
+                    owner.on_exit(proc, status)
+                else:
+                    self._children.pop(pid, None)
+
+    def _on_notify(self) -> None:
+        assert self._notify_server is not None
+        for msg in self._notify_server.recv():
+            proc = self._children.get(msg.pid)
+            if proc is None:
+                continue
+            watcher = self.watchers.get(proc.watcher)
+            if watcher is not None:
+                watcher.on_ready(msg.pid, msg.fields)
+
+    # ------------------------------------------------------------------ signals
+    def handle_term(self) -> None:
+        log.info("SIGTERM: stopping")
+        self.request_stop(0)
+
+    handle_int = handle_term
+    handle_quit = handle_term
+
+    def handle_hup(self) -> None:
+        log.info("SIGHUP: graceful reload of every watcher")
+        self._own(self._reload_with_notify())
+
+    async def _reload_with_notify(self) -> None:
+        self.notifier.notify("RELOADING=1", MONOTONIC_USEC=time.monotonic_ns() // 1000)
+        try:
+            await self.reload_config()
+        except ConfigError as exc:
+            log.error("reload refused, the running set is untouched:\n%s", exc)
+        await self.reload(graceful=True)
+        self.notifier.notify("READY=1", STATUS=self.status_line())
+
+    # ------------------------------------------------------------------ runtime API (control layer)
+    def get_watcher(self, name: str) -> Watcher:
+        try:
+            return self.watchers[name]
+        except KeyError:
+            raise UnknownWatcher(name) from None
+
+    async def add_watcher(self, cfg: Any, start: bool = False) -> Watcher:
+        if cfg.name in self.watchers:
+            raise CommandError(f"watcher {cfg.name} already exists")
+        watcher = self._make_watcher(cfg)
+        self.emit(f"watcher.{cfg.name}.add", {"name": cfg.name})
+        if start:
+            await watcher.start(wait=True)
+        return watcher
+
+    async def rm_watcher(self, name: str, stop: bool = True) -> None:
+        watcher = self.get_watcher(name)
+        if stop:
+            await watcher.close()
+        else:
+            # nostop: forget the workers without killing them (Circus semantics); they stay our children and
+            # are still reaped, just no longer supervised.
+            if watcher._manager is not None:
+                watcher._manager.cancel()
+        self.watchers.pop(name, None)
+        if self.cgroups is not None and stop:
+            self.cgroups.remove(name)
+        self.emit(f"watcher.{name}.remove", {"name": name})
+
+    async def reload(self, graceful: bool = True, sequential: bool = False) -> None:
+        await asyncio.gather(
+            *(w.reload(graceful=graceful, sequential=sequential) for w in _ordered(list(self.watchers.values())))
+        )
+
+    async def reload_config(self) -> dict[str, Any]:
+        """Re-read the file and apply the difference, in priority order. A broken file changes nothing."""
+        async with self._reload_lock:
+            new = configmod.load(self.config.path)
+            plan = configmod.diff(self.config, new)
+            self.emit("arbiter.reloading", {"path": self.config.path})
+            by_name = {w.name: w for w in new.watchers}
+            for name in plan.removed:
+                await self.rm_watcher(name)
+            for sec in new.sockets:
+                if sec.name not in self.sockets.names():
+                    self.sockets.add(sec, {})
+            for name in plan.changed:
+                watcher = self.watchers[name]
+                watcher.config = by_name[name]
+                watcher.numprocesses = by_name[name].numprocesses
+                await watcher.reload(graceful=True)
+            for name, (_old, new_n) in plan.scaled.items():
+                await self.watchers[name].set_numprocesses(new_n)
+            added = [self._make_watcher(by_name[n]) for n in plan.added]
+            for watcher in _ordered(added):
+                self.emit(f"watcher.{watcher.name}.add", {"name": watcher.name})
+                if watcher.config.autostart:
+                    await watcher.start(wait=True)
+            self.config = new
+            report = {
+                "added": list(plan.added),
+                "removed": list(plan.removed),
+                "scaled": {k: list(v) for k, v in plan.scaled.items()},
+                "changed": list(plan.changed),
+                "not_applied": list(plan.circus_changed),
+            }
+            if plan.circus_changed:
+                log.warning(
+                    "[circus] %s changed: not applied live, restart circusd to apply",
+                    ", ".join(plan.circus_changed),
+                )
+            self.emit("arbiter.config_reloaded", dict(report))
+            return report
+
+    async def quit(self) -> None:
+        self.request_stop(0)
+
+    def dstats(self) -> dict[str, Any]:
+        me = psutil.Process()
+        with me.oneshot():
+            cpu = me.cpu_times()
+            info: dict[str, Any] = {
+                "pid": me.pid,
+                "rss": me.memory_info().rss,
+                "cpu_user": cpu.user,
+                "cpu_system": cpu.system,
+                "num_fds": me.num_fds(),
+                "age": time.time() - self.started,
+                "children": len(self._children),
+                "reaped_orphans": self.reaped_orphans,
+                "clone3": native.HAS_CLONE3,
+            }
+        if self.cgroups is not None:
+            info["cgroups"] = self.cgroups.describe()
+        return info
+
+    def globaloptions(self) -> dict[str, Any]:
+        circus = self.config.circus
+        out: dict[str, Any] = dict(getattr(circus, "raw", {}) or {})
+        for key in ("endpoint", "pubsub_endpoint", "stats_endpoint", "check_delay", "umask", "loglevel"):
+            out[key] = getattr(circus, key, None)
+        return out

@@ -1,0 +1,123 @@
+"""The arbiter's shared listening sockets: bound or adopted before any watcher starts, kept by name."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+from circus_linux.kernel import sockets as ksock
+from circus_linux.kernel.notify import Notifier
+
+log = logging.getLogger("circus_linux.sockets")
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """config.SocketConfig seen through the kernel seam's vocabulary (names of families and types)."""
+
+    name: str
+    host: str
+    port: int | None
+    path: str | None
+    family: str
+    type: str
+    proto: int
+    backlog: int
+    umask: int | None
+    replace: bool
+    so_reuseport: bool
+    interface: str | None
+    blocking: bool
+    owner: str | None
+    group: str | None
+    systemd: str
+
+    @classmethod
+    def of(cls, cfg: Any) -> _Spec:
+        fam = cfg.family if isinstance(cfg.family, str) else socket.AddressFamily(cfg.family).name
+        typ = cfg.type if isinstance(cfg.type, str) else socket.SocketKind(cfg.type).name
+        mode = getattr(cfg.systemd, "value", cfg.systemd)
+        return cls(
+            name=cfg.name, host=cfg.host, port=cfg.port, path=cfg.path, family=fam, type=typ,
+            proto=cfg.proto or 0, backlog=cfg.backlog, umask=cfg.umask, replace=cfg.replace,
+            so_reuseport=cfg.so_reuseport, interface=cfg.interface, blocking=cfg.blocking,
+            owner=None if cfg.owner is None else str(cfg.owner),
+            group=None if cfg.group is None else str(cfg.group), systemd=str(mode),
+        )
+
+
+class SocketRegistry:
+    """name -> socket. Adopts systemd's fds (socket activation or our own fd store) by name, binds the rest.
+
+    With a NOTIFY_SOCKET, every socket we bind ourselves is pushed to systemd's fd store, so a restarted
+    circusd takes the very same listening socket back and clients queue in the kernel meanwhile.
+    """
+
+    def __init__(self, notifier: Notifier | None = None) -> None:
+        self._socks: dict[str, socket.socket] = {}
+        self._backlog: dict[str, int] = {}
+        self._origin: dict[str, str] = {}
+        self._notifier = notifier
+
+    def setup(self, configs: Any, inherited: dict[str, list[int]]) -> list[str]:
+        """Bind or adopt every section; returns warnings. On error, closes what it made and raises."""
+        warnings: list[str] = []
+        try:
+            for cfg in configs:
+                warnings.extend(self.add(cfg, inherited))
+        except Exception:
+            self.close()
+            raise
+        return warnings
+
+    def add(self, cfg: Any, inherited: dict[str, list[int]]) -> list[str]:
+        spec = _Spec.of(cfg)
+        fds = inherited.get(spec.name, [])
+        warnings: list[str] = []
+        if fds:
+            sock, warnings = ksock.adopt(spec, fds[0])
+            self._origin[spec.name] = "systemd"
+        elif spec.systemd == "only":
+            raise ksock.SocketSetupError(spec.name, "adopt", "systemd = only, and systemd passed no such fd")
+        else:
+            sock = ksock.bind_socket(spec)
+            self._origin[spec.name] = "bound"
+            if self._notifier is not None and self._notifier.enabled:
+                ksock.fdstore_push(self._notifier, spec.name, sock, replace=True)
+        self._socks[spec.name] = sock
+        self._backlog[spec.name] = spec.backlog
+        return warnings
+
+    def remove(self, name: str) -> None:
+        sock = self._socks.pop(name, None)
+        if sock is not None:
+            if self._notifier is not None and self._notifier.enabled:
+                ksock.fdstore_remove(self._notifier, name)
+            sock.close()
+
+    def fd(self, name: str) -> int:
+        try:
+            return self._socks[name].fileno()
+        except KeyError:
+            raise LookupError(f"no [socket:{name}] section") from None
+
+    def names(self) -> list[str]:
+        return list(self._socks)
+
+    def get(self, name: str) -> socket.socket:
+        return self._socks[name]
+
+    def describe(self) -> list[dict[str, Any]]:
+        out = []
+        for name, sock in self._socks.items():
+            entry = ksock.describe(sock, name, self._backlog.get(name))
+            entry["origin"] = self._origin.get(name, "bound")
+            out.append(entry)
+        return out
+
+    def close(self) -> None:
+        for sock in self._socks.values():
+            sock.close()
+        self._socks.clear()

@@ -1,0 +1,545 @@
+"""A watcher: a pool of N identical workers kept alive by reconciliation; never reaps, never parses config."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import random
+import signal as signals_mod
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from circus_linux.core.policy import BackoffPolicy, RestartBook, pick_to_stop, wids_to_spawn
+from circus_linux.core.states import ProcessState, WatcherState, check_watcher
+from circus_linux.kernel import native
+from circus_linux.runtime.process import Process
+from circus_linux.runtime.spawnspec import build_spawn_spec
+
+log = logging.getLogger("circus_linux.watcher")
+
+# How many spawns one reconcile pass does before yielding to the loop, so that a 500-worker start never
+# keeps control commands or reaping waiting for more than a few milliseconds.
+SPAWN_BATCH = 16
+# After SIGKILL a child can only linger in uninterruptible sleep; we stop waiting after this long.
+KILL_WAIT = 10.0
+
+
+class CgroupHandle(Protocol):
+    """What the watcher needs from its cgroup (kernel.cgroup provides it)."""
+
+    def dir_fd(self) -> int | None: ...
+    def v1_procs_fds(self) -> list[int]: ...
+    def kill(self) -> None: ...
+    def populated(self) -> bool: ...
+
+
+@dataclass
+class WatcherServices:
+    """What the arbiter lends each watcher: the event sink and the shared registries."""
+
+    emit: Callable[[str, dict[str, Any]], None]
+    register: Callable[[Process], None]
+    unregister: Callable[[Process], None]
+    socket_fd: Callable[[str], int]  # [socket:NAME] -> fd number in circusd (and in the worker)
+    all_sockets: Callable[[], list[str]]
+    notify_socket: str | None = None  # per-worker readiness socket path
+    cgroup: Callable[[str], CgroupHandle | None] = field(default=lambda name: None)
+    streams: Any = None  # runtime.streams.StreamHub, when output is captured
+
+
+class Watcher:
+    """Desired state (numprocesses, started or not) in; spawns and graceful stops out.
+
+    Commands change the desired state under the watcher's FIFO lock and wake the manager task, which
+    compares desired with actual and applies the difference. Exits are fed in by the arbiter's reaper.
+    """
+
+    def __init__(self, cfg: Any, services: WatcherServices) -> None:
+        self.config = cfg
+        self.name: str = cfg.name
+        self.numprocesses: int = cfg.numprocesses
+        self.state = WatcherState.STOPPED
+        self.svc = services
+        self.procs: dict[int, Process] = {}
+        self.lock = asyncio.Lock()  # asyncio.Lock wakes waiters in FIFO order
+        self.restarts = 0
+        self.exec_errors = 0
+        self._book = RestartBook(self._policy())
+        self._wake = asyncio.Event()
+        self._passes = 0
+        self._in_pass = False
+        self._pass_done = asyncio.Condition()
+        self._manager: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._explicit_spawn = False  # respawn=false still spawns on start/incr
+
+    # ---------------------------------------------------------------- queries
+    def _policy(self) -> BackoffPolicy:
+        return BackoffPolicy(max_retry=self.config.max_retry)
+
+    def status(self) -> str:
+        return self.state.value
+
+    def processes(self) -> list[Process]:
+        return sorted((p for p in self.procs.values() if p.alive), key=lambda p: (p.started_mono, p.pid))
+
+    def live(self) -> list[Process]:
+        """Processes that count toward numprocesses: alive and not on their way out."""
+        return [p for p in self.processes() if not p.expected_exit]
+
+    def options(self) -> dict[str, Any]:
+        opts: dict[str, Any] = {}
+        raw: Mapping[str, str] = getattr(self.config, "raw", {}) or {}
+        opts.update(raw)
+        for f in dataclasses.fields(self.config):
+            if f.name in ("raw", "extra", "location", "env", "hooks"):
+                continue
+            value = getattr(self.config, f.name)
+            if isinstance(value, str | int | float | bool) or value is None:
+                opts[f.name] = value
+        opts["numprocesses"] = self.numprocesses
+        opts["env"] = dict(self.config.env)
+        return opts
+
+    def _emit(self, event: str, **payload: Any) -> None:
+        payload.setdefault("time", time.time())
+        self.svc.emit(f"watcher.{self.name}.{event}", payload)
+
+    # ---------------------------------------------------------------- lifecycle
+    def _set_state(self, new: WatcherState) -> None:
+        if new is self.state:
+            return
+        check_watcher(self.state, new)
+        self.state = new
+
+    def _ensure_manager(self) -> None:
+        if self._manager is None or self._manager.done():
+            self._manager = asyncio.create_task(self._manage(), name=f"watcher:{self.name}")
+
+    def _spawn_task(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("watcher %s: background task failed", self.name, exc_info=task.exception())
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def _next_pass(self, timeout: float = 5.0) -> None:
+        """Wait until the manager has finished a reconcile pass begun after this call."""
+        # A pass already under way may have looked at the state before our change: wait for the next one.
+        target = self._passes + (2 if self._in_pass else 1)
+        self.wake()
+        async with self._pass_done:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._pass_done.wait_for(lambda: self._passes >= target or self._manager is None),
+                    timeout,
+                )
+
+    async def start(self, wait: bool = True) -> None:
+        async with self.lock:
+            await self._start_locked(wait)
+
+    async def _start_locked(self, wait: bool) -> None:
+        if self.state in (WatcherState.STARTING, WatcherState.ACTIVE):
+            return
+        self._book = RestartBook(self._policy())
+        self._set_state(WatcherState.STARTING)
+        self._explicit_spawn = True
+        self._emit("start")
+        self._ensure_manager()
+        self.wake()
+        if wait:
+            await self.wait_started()
+
+    async def wait_started(self, timeout: float | None = None) -> bool:
+        """Until every wanted worker is up (and ready), or the watcher gave up / was stopped."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.state is WatcherState.STARTING:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            await self._next_pass(timeout=min(remaining or 1.0, 1.0))
+        return self.state is WatcherState.ACTIVE
+
+    async def stop(self) -> None:
+        async with self.lock:
+            await self._stop_locked()
+
+    async def _stop_locked(self) -> None:
+        if self.state in (WatcherState.STOPPED, WatcherState.STOPPING):
+            return
+        self._set_state(WatcherState.STOPPING)
+        await asyncio.gather(*(self._stop_process(p) for p in self.processes()))
+        cg = self.svc.cgroup(self.name)
+        if cg is not None and cg.populated():
+            # stop_children only reaches direct children; the cgroup reaches the whole tree (double-forked
+            # grandchildren included), so nothing of this watcher survives its stop.
+            cg.kill()
+        self._set_state(WatcherState.STOPPED)
+        self._emit("stop")
+
+    async def restart(self) -> None:
+        async with self.lock:
+            await self._stop_locked()
+            await self._start_locked(wait=True)
+        self.restarts += 1
+
+    async def close(self) -> None:
+        """Stop and release everything (rm, or arbiter shutdown)."""
+        await self.stop()
+        if self._manager is not None:
+            self._manager.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._manager
+            self._manager = None
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # ---------------------------------------------------------------- scaling
+    async def incr(self, nb: int = 1) -> int:
+        return await self.set_numprocesses(self.numprocesses + nb)
+
+    async def decr(self, nb: int = 1) -> int:
+        return await self.set_numprocesses(max(self.numprocesses - nb, 0))
+
+    async def set_numprocesses(self, n: int) -> int:
+        if n < 0:
+            raise ValueError("numprocesses must be >= 0")
+        if self.config.singleton and n > 1:
+            raise ValueError("singleton watcher: numprocesses cannot exceed 1")
+        async with self.lock:
+            self.numprocesses = n
+            self._explicit_spawn = True
+            if self.state in (WatcherState.STARTING, WatcherState.ACTIVE):
+                await self._next_pass()
+        return self.numprocesses
+
+    # ---------------------------------------------------------------- reload
+    async def reload(self, graceful: bool = True, sequential: bool = False) -> None:
+        async with self.lock:
+            if self.state is WatcherState.STOPPED:
+                await self._start_locked(wait=True)
+                return
+            if self.config.send_hup:
+                for p in self.processes():
+                    p.send_signal(signals_mod.SIGHUP)
+                self._emit("reload")
+                return
+            if not graceful:
+                await self._stop_locked()
+                await self._start_locked(wait=True)
+                self._emit("reload")
+                return
+            old = self.live()
+            if sequential:
+                for p in old:
+                    p.expected_exit = True
+                    await self._next_pass()
+                    await self._wait_ready_pool()
+                    if self.config.warmup_delay:
+                        await asyncio.sleep(self.config.warmup_delay)
+                    await self._stop_process(p)
+            else:
+                # Start N new, then stop the old: the old ones leave the live count first, so one reconcile
+                # pass spawns the whole new pool; they are signalled only once the new pool is up.
+                for p in old:
+                    p.expected_exit = True
+                await self._next_pass()
+                await self._wait_ready_pool()
+                await asyncio.gather(*(self._stop_process(p) for p in old))
+            self._emit("reload")
+
+    async def _wait_ready_pool(self, timeout: float | None = None) -> None:
+        limit = timeout if timeout is not None else float(getattr(self.config, "ready_timeout", 30) or 30)
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            live = self.live()
+            if len(live) >= self.numprocesses and all(p.state is ProcessState.READY for p in live):
+                return
+            if self.state not in (WatcherState.STARTING, WatcherState.ACTIVE):
+                return
+            await self._next_pass(timeout=min(1.0, deadline - time.monotonic()))
+
+    # ---------------------------------------------------------------- signals
+    async def signal(
+        self, signum: int, pid: int | None = None, children: bool = False, recursive: bool = False
+    ) -> list[int]:
+        targets = [self._get(pid)] if pid is not None else self.processes()
+        sent: list[int] = []
+        for p in targets:
+            if not children and p.send_signal(signum):
+                sent.append(p.pid)
+            if children or recursive:
+                sent.extend(_signal_tree(p.pid, signum, recursive))
+        self._emit("signal", signum=signum, pids=sent)
+        return sent
+
+    async def kill(
+        self, pid: int | None = None, signum: int = signals_mod.SIGKILL, graceful_timeout: float | None = None
+    ) -> None:
+        targets = [self._get(pid)] if pid is not None else self.processes()
+        await asyncio.gather(
+            *(self._stop_process(p, sig=signum, graceful_timeout=graceful_timeout) for p in targets)
+        )
+        self.wake()
+
+    def _get(self, pid: int) -> Process:
+        proc = self.procs.get(pid)
+        if proc is None or not proc.alive:
+            raise LookupError(f"process {pid} not found in watcher {self.name}")
+        return proc
+
+    async def _stop_process(
+        self, p: Process, sig: int | None = None, graceful_timeout: float | None = None
+    ) -> None:
+        """stop_signal, then SIGKILL after graceful_timeout; the exit itself comes in through the reaper."""
+        if not p.alive:
+            return
+        p.expected_exit = True
+        if p.state in (ProcessState.RUNNING, ProcessState.READY):
+            p.set_state(ProcessState.STOPPING)
+        signum = self.config.stop_signal if sig is None else sig
+        timeout = self.config.graceful_timeout if graceful_timeout is None else graceful_timeout
+        self._emit("kill", process_pid=p.pid, wid=p.wid)
+        p.send_signal(signum)
+        if self.config.stop_children:
+            _signal_tree(p.pid, signum, recursive=True)
+        try:
+            await asyncio.wait_for(asyncio.shield(p.exited), timeout)
+            return
+        except TimeoutError:
+            log.warning("watcher %s: pid %d outlived graceful_timeout=%ss, SIGKILL", self.name, p.pid, timeout)
+        if self.config.stop_children:
+            _signal_tree(p.pid, signals_mod.SIGKILL, recursive=True)
+        p.send_signal(signals_mod.SIGKILL)
+        try:
+            await asyncio.wait_for(asyncio.shield(p.exited), KILL_WAIT)
+        except TimeoutError:
+            log.error("watcher %s: pid %d survives SIGKILL (uninterruptible?)", self.name, p.pid)
+
+    # ---------------------------------------------------------------- options
+    async def set_options(self, changes: Mapping[str, Any]) -> list[str]:
+        """Apply already-parsed option changes; returns the keys that needed a graceful reload."""
+        changes = dict(changes)
+        n = changes.pop("numprocesses", None)
+        needs_reload: list[str] = []
+        if changes:
+            fields = {f.name for f in dataclasses.fields(self.config)}
+            direct = {k: v for k, v in changes.items() if k in fields}
+            extra = {k: v for k, v in changes.items() if k not in fields}
+            cfg = dataclasses.replace(self.config, **direct)
+            if extra and hasattr(cfg, "extra"):
+                cfg = dataclasses.replace(cfg, extra={**cfg.extra, **extra})
+            if hasattr(cfg, "raw"):
+                cfg = dataclasses.replace(cfg, raw={**cfg.raw, **{k: str(v) for k, v in changes.items()}})
+            self.config = cfg
+            self._book.policy = self._policy()
+            needs_reload = [k for k in direct if k in SPAWN_KEYS]
+        if n is not None:
+            await self.set_numprocesses(int(n))
+        self._emit("updated", options=sorted({*changes, *(["numprocesses"] if n is not None else [])}))
+        if needs_reload and self.state is not WatcherState.STOPPED:
+            await self.reload(graceful=True)
+        return needs_reload
+
+    # ---------------------------------------------------------------- the manager
+    async def _manage(self) -> None:
+        while True:
+            self._wake.clear()
+            self._in_pass = True
+            try:
+                timeout = await self._reconcile()
+            finally:
+                self._in_pass = False
+            async with self._pass_done:
+                self._passes += 1
+                self._pass_done.notify_all()
+            if self._wake.is_set():
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _reconcile(self) -> float | None:
+        """One pass: compare desired with actual and fix the difference. Returns when to look again."""
+        if self.state not in (WatcherState.STARTING, WatcherState.ACTIVE):
+            return None
+        now = time.monotonic()
+        wake_at: list[float] = []
+        live = self.live()
+
+        # Recycle workers past max_age: take them out of the live count; the pass below spawns successors.
+        for p in live:
+            if p.age_deadline is not None and p.age_deadline <= now:
+                p.expected_exit = True
+                self._spawn_task(self._stop_process(p))
+            elif p.age_deadline is not None:
+                wake_at.append(p.age_deadline)
+        live = self.live()
+
+        if len(live) > self.numprocesses:
+            for pid in pick_to_stop([(p.pid, p.started_mono) for p in live], len(live) - self.numprocesses):
+                proc = self.procs[pid]
+                proc.expected_exit = True
+                self._spawn_task(self._stop_process(proc))
+        elif len(live) < self.numprocesses and (self.config.respawn or self._explicit_spawn):
+            wids, retry_at = wids_to_spawn(self.numprocesses, [p.wid for p in live], self._book, now)
+            if retry_at is not None:
+                wake_at.append(retry_at)
+            for i, wid in enumerate(wids):
+                if self.state not in (WatcherState.STARTING, WatcherState.ACTIVE):
+                    break
+                self._spawn(wid)
+                if self.config.warmup_delay and i + 1 < len(wids):
+                    await asyncio.sleep(self.config.warmup_delay)
+                elif (i + 1) % SPAWN_BATCH == 0:
+                    await asyncio.sleep(0)
+        self._explicit_spawn = False
+
+        live = self.live()
+        for p in live:
+            if p.state is ProcessState.RUNNING and p.ready_deadline is not None:
+                wake_at.append(p.ready_deadline)
+        if self.state is WatcherState.STARTING and len(live) >= self.numprocesses:
+            if all(p.state is ProcessState.READY for p in live):
+                self._set_state(WatcherState.ACTIVE)
+        self._check_ready_deadlines(now)
+        if not wake_at:
+            return None
+        return max(min(wake_at) - time.monotonic(), 0.0)
+
+    def _check_ready_deadlines(self, now: float) -> None:
+        for p in self.live():
+            deadline = p.ready_deadline
+            if p.state is ProcessState.RUNNING and deadline is not None and deadline <= now:
+                log.warning("watcher %s: pid %d not ready after %ss", self.name, p.pid, self.config.ready_timeout)
+                p.ready_failed = True
+                self._spawn_task(self._stop_process(p, sig=signals_mod.SIGKILL, graceful_timeout=0))
+
+    def _spawn(self, wid: int) -> Process | None:
+        try:
+            spec, argv = build_spawn_spec(self.config, wid, self.svc)
+            child = native.spawn(spec)
+        except (native.SpawnError, OSError, ValueError) as exc:
+            self.exec_errors += 1
+            stage = getattr(exc, "stage", "prepare")
+            err = getattr(exc, "errno", None)
+            log.error("watcher %s: spawn of wid %d failed: %s", self.name, wid, exc)
+            self._emit("exec_error", wid=wid, stage=stage, errno=err, error=str(exc))
+            verdict = self._book.on_exit(wid, 0.0, time.monotonic(), exec_failed=True)
+            if verdict.give_up:
+                self._give_up(f"spawn failed {self.config.max_retry + 1} times in a row: {exc}")
+            return None
+        proc = Process(child, wid, argv, self.name)
+        if self.config.max_age:
+            proc.age_deadline = proc.started_mono + self.config.max_age + random.uniform(
+                0, self.config.max_age_variance or 0
+            )
+        if getattr(self.config, "notify", False):
+            proc.ready_deadline = proc.started_mono + float(self.config.ready_timeout)
+        else:
+            proc.set_state(ProcessState.READY)
+        self.procs[proc.pid] = proc
+        self.svc.register(proc)
+        self._emit("spawn", process_pid=proc.pid, wid=wid)
+        return proc
+
+    def on_ready(self, pid: int, fields: Mapping[str, str]) -> None:
+        """A worker's notify message (READY=1, STATUS=...), attributed by the kernel-checked sender pid."""
+        proc = self.procs.get(pid)
+        if proc is None or not proc.alive:
+            return
+        if "STATUS" in fields:
+            proc.status_text = fields["STATUS"]
+        if fields.get("READY") == "1" and proc.state is ProcessState.RUNNING:
+            proc.set_state(ProcessState.READY)
+            self._emit("ready", process_pid=pid, wid=proc.wid)
+            self.wake()
+
+    def on_exit(self, proc: Process, status: native.ExitStatus) -> None:
+        """Called by the arbiter's reaper once the child is reaped."""
+        self.procs.pop(proc.pid, None)
+        self.svc.unregister(proc)
+        self._emit("reap", process_pid=proc.pid, exit_code=status.exit_code, wid=proc.wid)
+        if proc.expected_exit and not proc.ready_failed:
+            self.wake()
+            return
+        if self.state not in (WatcherState.STARTING, WatcherState.ACTIVE):
+            return
+        self.restarts += 1
+        lifetime = 0.0 if proc.ready_failed else time.monotonic() - proc.started_mono
+        verdict = self._book.on_exit(proc.wid, lifetime, time.monotonic())
+        if verdict.give_up:
+            self._give_up(
+                f"worker wid {proc.wid} failed to start {self.config.max_retry + 1} times in a row "
+                f"(last exit code {status.exit_code})"
+            )
+            return
+        self.wake()
+
+    def _give_up(self, reason: str) -> None:
+        log.error("watcher %s: giving up: %s", self.name, reason)
+        self._emit("giveup", reason=reason)
+        self._spawn_task(self.stop())
+
+
+# Options whose change only shows in newly spawned workers: `set` rolls the pool gracefully for them.
+SPAWN_KEYS = frozenset(
+    {
+        "cmd", "args", "env", "working_dir", "shell", "shell_args", "executable", "uid", "gid",
+        "copy_env", "copy_path", "rlimits", "sockets", "use_sockets", "stdin_socket", "close_child_stdin",
+        "close_child_stdout", "close_child_stderr", "virtualenv", "notify",
+    }
+)
+
+
+def _signal_tree(pid: int, sig: int, recursive: bool) -> list[int]:
+    """Signal the children (and with recursive, all descendants) of pid, each through a fresh pidfd.
+
+    A child of a live process cannot be recycled before its parent reaps it, so opening a pidfd right
+    after reading /proc and signalling through it never hits a stranger.
+    """
+    sent: list[int] = []
+    for child in _children(pid):
+        try:
+            fd = os.pidfd_open(child)
+        except (ProcessLookupError, OSError):
+            continue
+        try:
+            native.pidfd_send_signal(fd, sig)
+            sent.append(child)
+        except ProcessLookupError:
+            pass
+        finally:
+            os.close(fd)
+        if recursive:
+            sent.extend(_signal_tree(child, sig, recursive))
+    return sent
+
+
+def _children(pid: int) -> list[int]:
+    kids: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return kids
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as fh:
+                kids.extend(int(x) for x in fh.read().split())
+        except OSError:
+            continue
+    return kids

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -27,8 +28,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="circusd", description=DESCRIPTION)
     p.add_argument("config", nargs="?", help="Circus ini file (default: the embedded example config)")
     p.add_argument("--check", action="store_true", help="validate CONFIG (includes resolved) and exit 0/1")
-    p.add_argument("--log-level", dest="loglevel", help="debug, info, warning, error (default: [circus] loglevel or info)")
-    p.add_argument("--log-output", dest="logoutput", help="'-' for stderr (default), 'journal', or a file path")
+    p.add_argument(
+        "--log-level",
+        dest="loglevel",
+        help="debug, info, warning, error (default: [circus] loglevel or info)",
+    )
+    p.add_argument(
+        "--log-output", dest="logoutput", help="'-' for stderr (default), 'journal', or a file path"
+    )
     p.add_argument("--pidfile", help="write circusd's pid there (default: [circus] pidfile)")
     p.add_argument("--version", action="version", version=f"circus-linux {__version__}")
     return p
@@ -40,19 +47,25 @@ def setup_logging(level: str | None, output: str | None) -> None:
     if output in (None, "-", "stderr", "stdout") and os.environ.get("JOURNAL_STREAM") and _journal_ok():
         output = "journal"
     if output == "journal":
-        from systemd.journal import JournalHandler  # type: ignore[import-not-found]
+        from systemd.journal import JournalHandler
 
         handler = JournalHandler(SYSLOG_IDENTIFIER="circusd")
         handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
     elif output in (None, "-", "stderr"):
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s circusd[%(process)d] %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s circusd[%(process)d] %(levelname)s %(name)s: %(message)s")
+        )
     elif output == "stdout":
         handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("%(asctime)s circusd[%(process)d] %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s circusd[%(process)d] %(levelname)s %(name)s: %(message)s")
+        )
     else:
         handler = logging.FileHandler(output)
-        handler.setFormatter(logging.Formatter("%(asctime)s circusd[%(process)d] %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s circusd[%(process)d] %(levelname)s %(name)s: %(message)s")
+        )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(lvl)
@@ -87,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         for warning in cfg.warnings:
             print(f"warning: {warning}", file=sys.stderr)
-        print(f"{cfg.path}: OK ({len(cfg.watchers)} watchers, {len(cfg.sockets)} sockets, {len(cfg.plugins)} plugins)")
+        counts = f"{len(cfg.watchers)} watchers, {len(cfg.sockets)} sockets, {len(cfg.plugins)} plugins"
+        print(f"{cfg.path}: OK ({counts})")
         return ExitCode.OK
 
     # Signals are blocked before any thread exists (zmq's I/O threads included), so they are only ever
@@ -114,10 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         return ExitCode.RUNTIME
     finally:
         if pidfile:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(pidfile)
-            except FileNotFoundError:
-                pass
 
 
 def _notify_errno(exc: BaseException) -> None:

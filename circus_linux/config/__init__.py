@@ -1,1 +1,50 @@
-"""config layer."""
+"""config layer (pure): ini text in, frozen dataclasses out; reads config files and nothing else.
+
+Public API: load(), loads(), diff(), render() and the model dataclasses; see docs/ARCHITECTURE.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from circus_linux.config.diff import ConfigDiff, diff
+from circus_linux.config.loader import load, loads
+from circus_linux.config.model import (
+    MAX,
+    CgroupLimits,
+    CircusConfig,
+    Config,
+    HookConfig,
+    PluginConfig,
+    SocketConfig,
+    StreamConfig,
+    SystemdMode,
+    WatcherConfig,
+)
+from circus_linux.config.substitute import render, watcher_context
+
+
+def default_config_path() -> Path:
+    """The embedded example config circusd runs when given no config file (needs no external service)."""
+    return Path(__file__).with_name("default.ini")
+
+
+__all__ = [
+    "MAX",
+    "CgroupLimits",
+    "CircusConfig",
+    "Config",
+    "ConfigDiff",
+    "HookConfig",
+    "PluginConfig",
+    "SocketConfig",
+    "StreamConfig",
+    "SystemdMode",
+    "WatcherConfig",
+    "default_config_path",
+    "diff",
+    "load",
+    "loads",
+    "render",
+    "watcher_context",
+]

@@ -1,4 +1,4 @@
-"""Restart policy: wid allocation, crash-loop backoff and give-up, scale decisions; pure, time is a parameter."""
+"""Restart policy: wid allocation, crash-loop backoff, give-up, scale decisions; pure, time is an argument."""
 
 from __future__ import annotations
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -95,7 +94,7 @@ class Arbiter:
         if self._notify_server is None:
             self._notify_server = NotifyServer()
             (loop or asyncio.get_running_loop()).add_reader(self._notify_server.fileno(), self._on_notify)
-        return self._notify_server.path
+        return self._notify_server.address
 
     def _services(self) -> WatcherServices:
         return WatcherServices(
@@ -104,7 +103,7 @@ class Arbiter:
             unregister=self._unregister,
             socket_fd=self.sockets.fd,
             all_sockets=self.sockets.names,
-            notify_socket=self._notify_server.path if self._notify_server else None,
+            notify_socket=self._notify_server.address if self._notify_server else None,
             cgroup=(self.cgroups.for_watcher if self.cgroups is not None else (lambda name: None)),
         )
 
@@ -248,11 +247,16 @@ class Arbiter:
 
     # ------------------------------------------------------------------ signals
     def handle_term(self) -> None:
-        log.info("SIGTERM: stopping")
+        log.info("SIGTERM: stopping every watcher")
         self.request_stop(0)
 
-    handle_int = handle_term
-    handle_quit = handle_term
+    def handle_int(self) -> None:
+        log.info("SIGINT: stopping every watcher")
+        self.request_stop(0)
+
+    def handle_quit(self) -> None:
+        log.info("SIGQUIT: stopping every watcher")
+        self.request_stop(0)
 
     def handle_hup(self) -> None:
         log.info("SIGHUP: graceful reload of every watcher")
@@ -299,7 +303,10 @@ class Arbiter:
 
     async def reload(self, graceful: bool = True, sequential: bool = False) -> None:
         await asyncio.gather(
-            *(w.reload(graceful=graceful, sequential=sequential) for w in _ordered(list(self.watchers.values())))
+            *(
+                w.reload(graceful=graceful, sequential=sequential)
+                for w in _ordered(list(self.watchers.values()))
+            )
         )
 
     async def reload_config(self) -> dict[str, Any]:

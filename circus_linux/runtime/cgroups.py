@@ -1,4 +1,4 @@
-"""Per-watcher cgroups for the arbiter: one tree for circusd, one handle per watcher with its fds kept open."""
+"""Per-watcher cgroups for the arbiter: one tree for circusd, a handle per watcher with its fds kept open."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ class CgroupManager:
             tree = kcg.CgroupTree.build(host, root)
         except kcg.CgroupError as exc:
             log.warning(
-                "cgroups unavailable, workers run in circusd's own cgroup (no limits, no whole-tree kill): %s "
+                "cgroups unavailable, workers run in circusd's own cgroup (no limits, no tree kill): %s "
                 "(set [circus] cgroup_root to a writable cgroup, or run under systemd with Delegate=yes)",
                 exc,
             )

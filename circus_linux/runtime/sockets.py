@@ -40,11 +40,22 @@ class _Spec:
         typ = cfg.type if isinstance(cfg.type, str) else socket.SocketKind(cfg.type).name
         mode = getattr(cfg.systemd, "value", cfg.systemd)
         return cls(
-            name=cfg.name, host=cfg.host, port=cfg.port, path=cfg.path, family=fam, type=typ,
-            proto=cfg.proto or 0, backlog=cfg.backlog, umask=cfg.umask, replace=cfg.replace,
-            so_reuseport=cfg.so_reuseport, interface=cfg.interface, blocking=cfg.blocking,
+            name=cfg.name,
+            host=cfg.host,
+            port=cfg.port,
+            path=cfg.path,
+            family=fam,
+            type=typ,
+            proto=cfg.proto or 0,
+            backlog=cfg.backlog,
+            umask=cfg.umask,
+            replace=cfg.replace,
+            so_reuseport=cfg.so_reuseport,
+            interface=cfg.interface,
+            blocking=cfg.blocking,
             owner=None if cfg.owner is None else str(cfg.owner),
-            group=None if cfg.group is None else str(cfg.group), systemd=str(mode),
+            group=None if cfg.group is None else str(cfg.group),
+            systemd=str(mode),
         )
 
 

@@ -109,9 +109,9 @@ def build_ids(cfg: Any) -> tuple[int | None, int | None, list[int] | None]:
     return uid, gid, groups
 
 
-def build_spawn_spec(cfg: Any, wid: int, svc: Any, stdio: Mapping[int, int] | None = None) -> tuple[
-    native.SpawnSpec, list[str]
-]:
+def build_spawn_spec(
+    cfg: Any, wid: int, svc: Any, stdio: Mapping[int, int] | None = None
+) -> tuple[native.SpawnSpec, list[str]]:
     """Everything the C spawner needs. `stdio` maps fds 1/2 to pipe write ends when output is captured."""
     socket_fds = {name: svc.socket_fd(name) for name in watcher_sockets(cfg, svc)}
     ctx = render_context(cfg, wid, socket_fds)

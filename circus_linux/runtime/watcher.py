@@ -77,6 +77,7 @@ class Watcher:
         self._manager: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._explicit_spawn = False  # respawn=false still spawns on start/incr
+        self._gave_up = False
 
     # ---------------------------------------------------------------- queries
     def _policy(self) -> BackoffPolicy:
@@ -149,12 +150,16 @@ class Watcher:
 
     async def start(self, wait: bool = True) -> None:
         async with self.lock:
-            await self._start_locked(wait)
+            await self._start_locked(wait=False)
+        if wait:
+            # Outside the lock: a give-up during the start must be able to take the lock and stop us.
+            await self.wait_started()
 
     async def _start_locked(self, wait: bool) -> None:
         if self.state in (WatcherState.STARTING, WatcherState.ACTIVE):
             return
         self._book = RestartBook(self._policy())
+        self._gave_up = False
         self._set_state(WatcherState.STARTING)
         self._explicit_spawn = True
         self._emit("start")
@@ -166,7 +171,7 @@ class Watcher:
     async def wait_started(self, timeout: float | None = None) -> bool:
         """Until every wanted worker is up (and ready), or the watcher gave up / was stopped."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while self.state is WatcherState.STARTING:
+        while self.state is WatcherState.STARTING and not self._gave_up:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return False
@@ -322,7 +327,9 @@ class Watcher:
             await asyncio.wait_for(asyncio.shield(p.exited), timeout)
             return
         except TimeoutError:
-            log.warning("watcher %s: pid %d outlived graceful_timeout=%ss, SIGKILL", self.name, p.pid, timeout)
+            log.warning(
+                "watcher %s: pid %d outlived graceful_timeout=%ss, SIGKILL", self.name, p.pid, timeout
+            )
         if self.config.stop_children:
             _signal_tree(p.pid, signals_mod.SIGKILL, recursive=True)
         p.send_signal(signals_mod.SIGKILL)
@@ -386,8 +393,6 @@ class Watcher:
             if p.age_deadline is not None and p.age_deadline <= now:
                 p.expected_exit = True
                 self._spawn_task(self._stop_process(p))
-            elif p.age_deadline is not None:
-                wake_at.append(p.age_deadline)
         live = self.live()
 
         if len(live) > self.numprocesses:
@@ -413,9 +418,11 @@ class Watcher:
         for p in live:
             if p.state is ProcessState.RUNNING and p.ready_deadline is not None:
                 wake_at.append(p.ready_deadline)
-        if self.state is WatcherState.STARTING and len(live) >= self.numprocesses:
-            if all(p.state is ProcessState.READY for p in live):
-                self._set_state(WatcherState.ACTIVE)
+            if p.age_deadline is not None:
+                wake_at.append(p.age_deadline)
+        all_up = len(live) >= self.numprocesses and all(p.state is ProcessState.READY for p in live)
+        if self.state is WatcherState.STARTING and all_up:
+            self._set_state(WatcherState.ACTIVE)
         self._check_ready_deadlines(now)
         if not wake_at:
             return None
@@ -425,7 +432,9 @@ class Watcher:
         for p in self.live():
             deadline = p.ready_deadline
             if p.state is ProcessState.RUNNING and deadline is not None and deadline <= now:
-                log.warning("watcher %s: pid %d not ready after %ss", self.name, p.pid, self.config.ready_timeout)
+                log.warning(
+                    "watcher %s: pid %d not ready after %ss", self.name, p.pid, self.config.ready_timeout
+                )
                 p.ready_failed = True
                 self._spawn_task(self._stop_process(p, sig=signals_mod.SIGKILL, graceful_timeout=0))
 
@@ -445,8 +454,8 @@ class Watcher:
             return None
         proc = Process(child, wid, argv, self.name)
         if self.config.max_age:
-            proc.age_deadline = proc.started_mono + self.config.max_age + random.uniform(
-                0, self.config.max_age_variance or 0
+            proc.age_deadline = (
+                proc.started_mono + self.config.max_age + random.uniform(0, self.config.max_age_variance or 0)
             )
         if getattr(self.config, "notify", False):
             proc.ready_deadline = proc.started_mono + float(self.config.ready_timeout)
@@ -492,6 +501,7 @@ class Watcher:
 
     def _give_up(self, reason: str) -> None:
         log.error("watcher %s: giving up: %s", self.name, reason)
+        self._gave_up = True
         self._emit("giveup", reason=reason)
         self._spawn_task(self.stop())
 
@@ -499,9 +509,26 @@ class Watcher:
 # Options whose change only shows in newly spawned workers: `set` rolls the pool gracefully for them.
 SPAWN_KEYS = frozenset(
     {
-        "cmd", "args", "env", "working_dir", "shell", "shell_args", "executable", "uid", "gid",
-        "copy_env", "copy_path", "rlimits", "sockets", "use_sockets", "stdin_socket", "close_child_stdin",
-        "close_child_stdout", "close_child_stderr", "virtualenv", "notify",
+        "cmd",
+        "args",
+        "env",
+        "working_dir",
+        "shell",
+        "shell_args",
+        "executable",
+        "uid",
+        "gid",
+        "copy_env",
+        "copy_path",
+        "rlimits",
+        "sockets",
+        "use_sockets",
+        "stdin_socket",
+        "close_child_stdin",
+        "close_child_stdout",
+        "close_child_stderr",
+        "virtualenv",
+        "notify",
     }
 )
 

@@ -1,0 +1,513 @@
+"""circusctl: Circus's command-line client (same syntax) over the control client; renders, never decides."""
+
+from __future__ import annotations
+
+import argparse
+import cmd
+import contextlib
+import json
+import os
+import shlex
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
+
+import zmq
+
+from circus_linux import __version__
+from circus_linux.control.client import DEFAULT_ENDPOINT, CallError, Client
+from circus_linux.control.commands import NAMES
+
+DEFAULT_PUBSUB = "tcp://127.0.0.1:5556"
+COMMAND_HELP = {
+    "add": "add a watcher: add [--start] NAME CMD...",
+    "rm": "remove a watcher: rm NAME [--nostop]",
+    "start": "start watchers: start [NAME] [--match M] [--waiting]",
+    "stop": "stop watchers: stop [NAME] [--match M] [--waiting]",
+    "restart": "restart watchers: restart [NAME] [--match M] [--waiting]",
+    "reload": "reload workers: reload [NAME] [--terminate] [--sequential] [--waiting]",
+    "reloadconfig": "re-read the config file and apply the difference",
+    "quit": "stop every watcher and exit circusd",
+    "incr": "add processes: incr NAME [NB] [--waiting]",
+    "decr": "remove processes: decr NAME [NB] [--waiting]",
+    "numprocesses": "desired process count: numprocesses [NAME]",
+    "numwatchers": "number of watchers",
+    "list": "watcher names, or the pids of one: list [NAME]",
+    "listsockets": "the sockets circusd holds",
+    "status": "watcher states: status [NAME]",
+    "stats": "process figures: stats [NAME [PID]] [--extended]",
+    "dstats": "circusd's own figures",
+    "options": "every option of a watcher: options NAME",
+    "get": "some options of a watcher: get NAME KEY...",
+    "set": "change options live: set NAME KEY VALUE [KEY VALUE...] [--waiting]",
+    "globaloptions": "the [circus] options: globaloptions [OPTION]",
+    "signal": "send a signal: signal NAME [PID [CHILDPID]] SIGNUM [--children] [--recursive]",
+    "kill": "kill processes now: kill NAME [PID] [--signum SIG] [--graceful-timeout S] [--waiting]",
+    "listen": "print the event stream: listen [ENDPOINT] [TOPIC...] [-n COUNT]",
+}
+# `set` values Circus's own circusctl converts before sending; the rest travel as text.
+_INT_KEYS = {"numprocesses", "max_retry", "max_age", "max_age_variance", "priority"}
+_FLOAT_KEYS = {"warmup_delay", "graceful_timeout", "retry_in", "check_delay"}
+_BOOL_KEYS = {
+    "shell",
+    "copy_env",
+    "copy_path",
+    "send_hup",
+    "stop_children",
+    "respawn",
+    "autostart",
+    "singleton",
+}
+
+
+class UsageError(Exception):
+    """Bad command-line arguments for one command."""
+
+
+# ----------------------------------------------------------------------------- argument parsing
+def _globals(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    default = argparse.SUPPRESS if suppress else None
+    parser.add_argument("--endpoint", default=default, help="control endpoint (env CIRCUSCTL_ENDPOINT)")
+    parser.add_argument("--timeout", type=float, default=argparse.SUPPRESS if suppress else 5.0)
+    parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS if suppress else False)
+    parser.add_argument("--prettify", action="store_true", default=argparse.SUPPRESS if suppress else False)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="circusctl",
+        description="Control a running circusd. With no command, opens an interactive shell.",
+    )
+    _globals(parser, suppress=False)
+    parser.add_argument("--version", action="version", version=f"circus-linux {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    common = argparse.ArgumentParser(add_help=False)
+    _globals(common, suppress=True)  # global options are accepted after the command too, as in Circus
+
+    def add(name: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], help=COMMAND_HELP[name], description=COMMAND_HELP[name])
+
+    p = add("add")
+    p.add_argument("--start", action="store_true")
+    p.add_argument("--waiting", action="store_true")
+    p.add_argument("name")
+    p.add_argument("cmd", nargs=argparse.REMAINDER)
+    p = add("rm")
+    p.add_argument("name")
+    p.add_argument("--nostop", action="store_true")
+    p.add_argument("--waiting", action="store_true")
+    for name in ("start", "stop", "restart"):
+        p = add(name)
+        p.add_argument("name", nargs="?")
+        p.add_argument("--match", choices=("simple", "glob", "regex"))
+        p.add_argument("--waiting", action="store_true")
+    p = add("reload")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--terminate", action="store_true", help="stop the old processes first (not graceful)")
+    p.add_argument("--sequential", action="store_true")
+    p.add_argument("--waiting", action="store_true")
+    for name in ("reloadconfig", "quit"):
+        add(name).add_argument("--waiting", action="store_true")
+    for name in ("incr", "decr"):
+        p = add(name)
+        p.add_argument("name")
+        p.add_argument("nb", nargs="?", type=int)
+        p.add_argument("--waiting", action="store_true")
+    for name in ("numprocesses", "list", "status"):
+        add(name).add_argument("name", nargs="?")
+    for name in ("numwatchers", "listsockets", "dstats"):
+        add(name)
+    p = add("stats")
+    p.add_argument("name", nargs="?")
+    p.add_argument("process", nargs="?", type=int)
+    p.add_argument("--extended", action="store_true")
+    add("options").add_argument("name")
+    p = add("get")
+    p.add_argument("name")
+    p.add_argument("keys", nargs="+")
+    p = add("set")
+    p.add_argument("name")
+    p.add_argument("pairs", nargs="+", metavar="KEY VALUE")
+    p.add_argument("--waiting", action="store_true")
+    add("globaloptions").add_argument("option", nargs="?")
+    p = add("signal")
+    p.add_argument("name")
+    p.add_argument("rest", nargs="+", metavar="[PID [CHILDPID]] SIGNUM")
+    p.add_argument("--children", action="store_true")
+    p.add_argument("--recursive", action="store_true")
+    p = add("kill")
+    p.add_argument("name")
+    p.add_argument("pid", nargs="?", type=int)
+    p.add_argument("--signum")
+    p.add_argument("--graceful-timeout", "--graceful_timeout", dest="graceful_timeout", type=float)
+    p.add_argument("--waiting", action="store_true")
+    p = add("listen")
+    p.add_argument("pubsub", nargs="?", metavar="ENDPOINT", help=f"default {DEFAULT_PUBSUB}")
+    p.add_argument("topics", nargs="*", metavar="TOPIC")
+    p.add_argument("-n", "--count", type=int, help="exit after COUNT events")
+    return parser
+
+
+_LIST_ARGS = {"signal": "rest", "get": "keys", "set": "pairs", "listen": "topics"}
+
+
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """parse_args, but positionals may follow flags (`signal web 12 --children hup`), as in Circus."""
+    ns, extra = parser.parse_known_args(argv)
+    dest = _LIST_ARGS.get(getattr(ns, "command", None) or "")
+    if extra and dest is not None and not any(e.startswith("-") for e in extra):
+        setattr(ns, dest, [*getattr(ns, dest), *extra])
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return ns
+
+
+def _convert(key: str, value: str) -> Any:
+    if key in _INT_KEYS:
+        return int(value)
+    if key in _FLOAT_KEYS:
+        return float(value)
+    if key in _BOOL_KEYS:
+        return value.lower() in ("1", "true", "yes", "on")
+    return value
+
+
+def to_request(ns: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    """The (command, properties) Circus's own circusctl would send for these arguments."""
+    command: str = ns.command
+    props: dict[str, Any] = {}
+    for key in ("name", "match", "nb", "process", "option"):
+        if getattr(ns, key, None) is not None:
+            props[key] = getattr(ns, key)
+    for flag in ("waiting", "start", "nostop", "sequential", "extended", "children", "recursive"):
+        if getattr(ns, flag, False):
+            props[flag] = True
+    if command == "add":
+        if not ns.cmd:
+            raise UsageError("add needs a command")
+        props["cmd"] = " ".join(ns.cmd)
+    elif command == "reload":
+        props["graceful"] = not ns.terminate
+    elif command == "get":
+        props["keys"] = list(ns.keys)
+    elif command == "set":
+        if len(ns.pairs) % 2:
+            raise UsageError("set needs KEY VALUE pairs")
+        try:
+            props["options"] = {k: _convert(k, v) for k, v in zip(ns.pairs[::2], ns.pairs[1::2], strict=True)}
+        except ValueError as exc:
+            raise UsageError(f"set: {exc}") from None
+    elif command == "signal":
+        if len(ns.rest) > 3:
+            raise UsageError("signal NAME [PID [CHILDPID]] SIGNUM")
+        *pids, props["signum"] = ns.rest
+        if pids:
+            props["pid"] = _int(pids[0], "pid")
+        if len(pids) == 2:
+            props["childpid"] = _int(pids[1], "childpid")
+    elif command == "kill":
+        if ns.pid is not None:
+            props["pid"] = ns.pid
+        if ns.signum is not None:
+            props["signum"] = ns.signum
+        if ns.graceful_timeout is not None:
+            props["graceful_timeout"] = ns.graceful_timeout
+    return command, props
+
+
+def _int(text: str, what: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise UsageError(f"{what} must be a number: {text!r}") from None
+
+
+# ----------------------------------------------------------------------------- rendering
+def _table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
+    cells = [[str(c) for c in header]] + [["-" if c is None else str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    return "\n".join(lines)
+
+
+def _fmt_num(value: Any, spec: str) -> str:
+    return format(value, spec) if isinstance(value, int | float) else str(value)
+
+
+_STATS_HEADER = ("WATCHER", "PID", "WID", "CPU%", "MEM%", "RSS", "VMS", "CTIME", "AGE", "CMD")
+
+
+def _stats_rows(watcher: str, infos: dict[str, Any]) -> list[list[Any]]:
+    rows: list[list[Any]] = []
+    for pid, info in sorted(infos.items(), key=lambda kv: _sort_pid(kv[0])):
+        if not isinstance(info, dict):
+            rows.append([watcher, pid, None, None, None, None, None, None, None, info])
+            continue
+        rows.append(_stats_row(watcher, info))
+        for child in info.get("children") or []:
+            if isinstance(child, dict):
+                rows.append(_stats_row("  └", child))
+    return rows
+
+
+def _sort_pid(pid: str) -> int:
+    return int(pid) if pid.isdigit() else 0
+
+
+def _stats_row(watcher: str, info: dict[str, Any]) -> list[Any]:
+    age = info.get("age")
+    return [
+        watcher,
+        info.get("pid"),
+        info.get("wid"),
+        _fmt_num(info.get("cpu"), ".1f"),
+        _fmt_num(info.get("mem"), ".1f"),
+        info.get("mem_info1"),
+        info.get("mem_info2"),
+        info.get("ctime"),
+        None if age is None else _fmt_num(age, ".0f") + "s",
+        info.get("cmdline"),
+    ]
+
+
+def render(command: str, reply: dict[str, Any]) -> str:
+    """Readable text for an ok reply (Circus's formats where scripts rely on them: list, numbers)."""
+    if "watchers" in reply:
+        return ",".join(reply["watchers"])
+    if "pids" in reply:
+        return ",".join(str(p) for p in reply["pids"])
+    if "numprocesses" in reply:
+        return str(reply["numprocesses"])
+    if "numwatchers" in reply:
+        return str(reply["numwatchers"])
+    if "statuses" in reply:
+        return "\n".join(f"{name}: {st}" for name, st in sorted(reply["statuses"].items()))
+    if "status" in reply and command == "status":
+        return str(reply["status"])
+    if command == "stats":
+        if "infos" in reply:
+            rows = [r for name in sorted(reply["infos"]) for r in _stats_rows(name, reply["infos"][name])]
+        elif "process" in reply:
+            info = reply.get("info")
+            rows = (
+                [_stats_row("", info)]
+                if isinstance(info, dict)
+                else [["", reply["process"], *[None] * 7, info]]
+            )
+        else:
+            rows = _stats_rows(reply.get("name", ""), reply.get("info") or {})
+        return _table(rows, _STATS_HEADER)
+    if command == "dstats":
+        info = dict(reply.get("info") or {})
+        info.pop("children", None)
+        return "\n".join(
+            f"{k}: {json.dumps(v) if isinstance(v, dict | list) else v}" for k, v in info.items()
+        )
+    if command == "listsockets":
+        rows = [
+            [
+                s.get("fd"),
+                s.get("name"),
+                s.get("path") or f"{s.get('host')}:{s.get('port')}",
+                s.get("backlog"),
+            ]
+            for s in reply.get("sockets", [])
+        ]
+        return _table(rows, ("FD", "NAME", "ADDRESS", "BACKLOG"))
+    if "options" in reply and isinstance(reply["options"], dict):
+        return "\n".join(f"{k}: {_opt(v)}" for k, v in sorted(reply["options"].items()))
+    return "ok"
+
+
+def _opt(value: Any) -> str:
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True)
+    if value is None:
+        return ""
+    return str(value)
+
+
+# ----------------------------------------------------------------------------- running
+class Controller:
+    """One connection and the output settings; runs parsed commands and prints their result."""
+
+    def __init__(
+        self, endpoint: str, timeout: float, as_json: bool, prettify: bool, out: TextIO, err: TextIO
+    ):
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self.as_json = as_json
+        self.prettify = prettify
+        self.out = out
+        self.err = err
+        self._client: Client | None = None
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            self._client = Client(self.endpoint, self.timeout)
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def run(self, ns: argparse.Namespace) -> int:
+        if ns.command == "listen":
+            return self.listen(ns.pubsub or DEFAULT_PUBSUB, ns.topics, ns.count)
+        try:
+            command, props = to_request(ns)
+        except UsageError as exc:
+            print(f"error: {exc}", file=self.err)
+            return 2
+        try:
+            reply = self.client.request(command, **props)
+        except CallError as exc:
+            print(f"error: {exc}", file=self.err)
+            # a timed-out DEALER may still receive the late reply; a fresh socket keeps the shell sane
+            self.close()
+            return 1
+        if self.as_json or self.prettify:
+            print(
+                json.dumps(reply, indent=2 if self.prettify else None, sort_keys=self.prettify), file=self.out
+            )
+        elif reply.get("status") != "error":
+            print(render(command, reply), file=self.out)
+        if reply.get("status") == "error":
+            if not (self.as_json or self.prettify):
+                print(f"error: {reply.get('reason', 'unknown error')}", file=self.err)
+            return 1
+        return 0
+
+    def listen(self, endpoint: str, topics: Sequence[str], count: int | None) -> int:
+        ctx: zmq.Context = zmq.Context.instance()
+        sock = ctx.socket(zmq.SUB)
+        sock.setsockopt(zmq.LINGER, 0)
+        for topic in topics or [""]:
+            sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
+        sock.connect(endpoint)
+        seen = 0
+        try:
+            while count is None or seen < count:
+                frames = sock.recv_multipart()
+                topic = frames[0].decode(errors="replace")
+                body = frames[-1].decode(errors="replace") if len(frames) > 1 else ""
+                if self.prettify:
+                    with contextlib.suppress(ValueError):
+                        body = json.dumps(json.loads(body), indent=2, sort_keys=True)
+                print(f"{topic}: {body}", file=self.out, flush=True)
+                seen += 1
+        except KeyboardInterrupt:
+            pass
+        finally:
+            sock.close()
+        return 0
+
+    def watcher_names(self) -> list[str]:
+        try:
+            reply = self.client.call("list")
+        except CallError:
+            self.close()
+            return []
+        return list(reply.get("watchers", []))
+
+
+class Shell(cmd.Cmd):
+    """The interactive circusctl: every command, with completion of commands and watcher names."""
+
+    intro = "circusctl {version}\n{endpoint} (type help, or Ctrl-D to leave)"
+    prompt = "(circusctl) "
+
+    def __init__(self, controller: Controller, parser: argparse.ArgumentParser) -> None:
+        super().__init__()
+        self.controller = controller
+        self.parser = parser
+        self.intro = self.intro.format(version=__version__, endpoint=controller.endpoint)
+        self._names: tuple[float, list[str]] = (0.0, [])
+
+    def get_names(self) -> list[str]:
+        return [*NAMES, "listen"]
+
+    def default(self, line: str) -> None:
+        try:
+            words = shlex.split(line)
+        except ValueError as exc:
+            print(f"error: {exc}", file=self.controller.err)
+            return
+        if not words:
+            return
+        if words[0] not in self.get_names():
+            print(f"error: unknown command {words[0]!r}", file=self.controller.err)
+            return
+        try:
+            ns = parse(self.parser, words)
+        except SystemExit:  # argparse already printed the usage problem
+            return
+        self.controller.run(ns)
+
+    def do_help(self, arg: str) -> None:
+        if arg in COMMAND_HELP:
+            print(COMMAND_HELP[arg], file=self.controller.out)
+            return
+        for name in self.get_names():
+            print(f"  {name:<14} {COMMAND_HELP[name]}", file=self.controller.out)
+
+    def do_EOF(self, arg: str) -> bool:
+        print(file=self.controller.out)
+        return True
+
+    def do_exit(self, arg: str) -> bool:
+        return True
+
+    def emptyline(self) -> bool:
+        return False
+
+    def completenames(self, text: str, *ignored: Any) -> list[str]:
+        return [n + " " for n in self.get_names() if n.startswith(text)]
+
+    def completedefault(self, text: str, line: str, begidx: int, endidx: int) -> list[str]:
+        words = line[:begidx].split()
+        if len(words) == 1 and words[0] in NAMES:  # the first argument is a watcher name
+            stamp, names = self._names
+            if time.monotonic() - stamp > 2.0:
+                names = self.controller.watcher_names()
+                self._names = (time.monotonic(), names)
+            return [n for n in names if n.startswith(text)]
+        return []
+
+
+def _complete_for(_name: str) -> Callable[..., list[str]]:
+    def complete(self: Shell, text: str, line: str, begidx: int, endidx: int) -> list[str]:
+        return self.completedefault(text, line, begidx, endidx)
+
+    return complete
+
+
+for _cmd in NAMES:
+    # cmd.Cmd looks up complete_<command>; the commands themselves go through default().
+    setattr(Shell, f"complete_{_cmd}", _complete_for(_cmd))
+
+
+def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    err = err or sys.stderr
+    parser = build_parser()
+    try:
+        ns = parse(parser, argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    endpoint = ns.endpoint or os.environ.get("CIRCUSCTL_ENDPOINT") or DEFAULT_ENDPOINT
+    controller = Controller(endpoint, ns.timeout, ns.json, ns.prettify, out, err)
+    try:
+        if ns.command is None:
+            Shell(controller, parser).cmdloop()
+            return 0
+        return controller.run(ns)
+    finally:
+        controller.close()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,73 @@
+"""The event stream: a PUB socket fed by the runtime's emit(topic, payload) callback; never blocks."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import zmq
+
+log = logging.getLogger(__name__)
+
+
+def _sync_context(context: zmq.Context | None) -> zmq.Context:
+    if context is None:
+        return zmq.Context.instance()
+    if type(context) is zmq.Context:
+        return context
+    # An asyncio context: same libzmq context, plain sockets, so emit() can stay a sync call.
+    return zmq.Context.shadow(context.underlying)
+
+
+class Publisher:
+    """Publishes `[topic, json]` frames Circus-style (`watcher.<name>.<event>`, payload with `time`).
+
+    emit() is safe to call from the event loop: it never waits. When a subscriber is too slow and the
+    send queue is full the event is dropped and counted in `dropped`, rather than stalling circusd.
+    """
+
+    def __init__(self, endpoint: str, context: zmq.Context | None = None, *, hwm: int = 10000) -> None:
+        self.endpoint = endpoint
+        self._context = _sync_context(context)
+        self._hwm = hwm
+        self._socket: zmq.Socket | None = None
+        self.sent = 0
+        self.dropped = 0
+
+    def start(self) -> None:
+        """Bind; raises zmq.ZMQError when the endpoint cannot be bound."""
+        sock = self._context.socket(zmq.PUB)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, self._hwm)
+        try:
+            sock.bind(self.endpoint)
+        except zmq.ZMQError:
+            sock.close()
+            raise
+        self._socket = sock
+
+    def emit(self, topic: str, payload: dict[str, Any]) -> None:
+        """Send one event now or drop it; never raises for a full queue or a closed publisher."""
+        if self._socket is None:
+            self.dropped += 1
+            return
+        body = dict(payload)
+        body.setdefault("time", time.time())
+        try:
+            data = json.dumps(body, default=str).encode()
+            self._socket.send_multipart([topic.encode(), data], flags=zmq.NOBLOCK)
+        except zmq.Again:
+            self.dropped += 1
+            return
+        except (zmq.ZMQError, TypeError, ValueError) as exc:
+            self.dropped += 1
+            log.warning("publisher: event %s dropped: %s", topic, exc)
+            return
+        self.sent += 1
+
+    def close(self) -> None:
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None

@@ -1,0 +1,245 @@
+"""The control endpoint: a ROUTER socket that runs each request as its own task; no command logic here."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from circus_linux.control import protocol
+from circus_linux.control.commands import COMMANDS, SPECS
+from circus_linux.control.commands.base import Action
+from circus_linux.control.protocol import Errno, RequestError
+from circus_linux.errors import CommandError, ConfigError, MessageError, UnknownWatcher
+
+log = logging.getLogger(__name__)
+
+# libzmq drops a peer that sends a frame above this without ever handing it to us; between
+# MAX_MESSAGE_SIZE and this the client still gets a readable errno 3.
+HARD_FRAME_LIMIT = 16 * protocol.MAX_MESSAGE_SIZE
+
+
+@dataclass
+class _Client:
+    """Per-peer bookkeeping: a peer may pipeline, but only `max_inflight` of its requests run at once."""
+
+    sem: asyncio.Semaphore
+    pending: int = 0
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+
+def _to_async_context(context: zmq.Context | None) -> zmq.asyncio.Context:
+    if context is None:
+        return zmq.asyncio.Context.instance()
+    if isinstance(context, zmq.asyncio.Context):
+        return context
+    # Same libzmq context, asyncio-flavoured sockets (shadow by address works on pyzmq 24 too).
+    return zmq.asyncio.Context.shadow(context.underlying)
+
+
+class Server:
+    """Serves the Circus control protocol for `arbiter` at `endpoint` (ipc:// or tcp://).
+
+    Requests run concurrently: the runtime serialises commands per watcher, so a slow `stop` of one
+    watcher never delays a `list` or a command on another watcher.
+    """
+
+    def __init__(
+        self,
+        arbiter: Any,
+        endpoint: str,
+        context: zmq.Context | None = None,
+        *,
+        max_inflight: int = 32,
+        max_pending: int = 1024,
+        ipc_mode: int | None = 0o600,
+        ipc_owner: int | None = None,
+    ) -> None:
+        self.arbiter = arbiter
+        self.endpoint = endpoint
+        self._context = _to_async_context(context)
+        self._max_inflight = max_inflight
+        self._max_pending = max_pending
+        self._ipc_mode = ipc_mode
+        self._ipc_owner = ipc_owner
+        self._socket: zmq.asyncio.Socket | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._clients: dict[bytes, _Client] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        self.rejected = 0  # requests refused because one peer had too many pending
+
+    async def start(self) -> None:
+        """Bind and start reading; raises zmq.ZMQError when the endpoint cannot be bound."""
+        sock = self._context.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 1000)
+        sock.setsockopt(zmq.MAXMSGSIZE, HARD_FRAME_LIMIT)
+        try:
+            sock.bind(self.endpoint)
+        except zmq.ZMQError:
+            sock.close(linger=0)
+            raise
+        path = self.endpoint[len("ipc://") :] if self.endpoint.startswith("ipc://") else None
+        if path and not path.startswith("@"):
+            # A local socket speaks with circusd's full authority: keep it to its owner unless told.
+            if self._ipc_owner is not None:
+                os.chown(path, self._ipc_owner, -1)  # [circus] endpoint_owner
+            if self._ipc_mode is not None:
+                os.chmod(path, self._ipc_mode)
+        self._socket = sock
+        self._reader = asyncio.create_task(self._read_loop(), name="control-server")
+
+    async def close(self) -> None:
+        """Stop reading, cancel requests in flight (not the caller's own task) and close the socket.
+
+        Replies already queued still leave: the socket lingers up to one second.
+        """
+        current = asyncio.current_task()
+        tasks = [t for t in self._all_tasks() if t is not current]
+        if self._reader is not None and self._reader is not current:
+            tasks.append(self._reader)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._reader = None
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+
+    def _all_tasks(self) -> list[asyncio.Task[Any]]:
+        tasks: list[asyncio.Task[Any]] = list(self._background)
+        for client in self._clients.values():
+            tasks.extend(client.tasks)
+        return tasks
+
+    async def _read_loop(self) -> None:
+        assert self._socket is not None
+        received = 0
+        while True:
+            try:
+                frames = await self._socket.recv_multipart()
+            except zmq.ZMQError as exc:
+                if exc.errno in (zmq.ETERM, zmq.ENOTSOCK):
+                    return
+                log.warning("control: receive failed: %s", exc)
+                continue
+            self._accept(frames)
+            received += 1
+            if received % 64 == 0:
+                # awaiting an already-complete recv never yields: under a flood, let handlers run
+                await asyncio.sleep(0)
+
+    def _accept(self, frames: list[bytes]) -> None:
+        # ROUTER gives [identity, body] for DEALER peers (Circus's client) and [identity, b"", body] for
+        # REQ peers: whatever precedes the body is the envelope the reply must carry back.
+        if len(frames) < 2:
+            return
+        envelope, body = frames[:-1], frames[-1]
+        client = self._clients.get(envelope[0])
+        if client is None:
+            client = self._clients[envelope[0]] = _Client(asyncio.Semaphore(self._max_inflight))
+        if client.pending >= self._max_pending:
+            self.rejected += 1
+            task = asyncio.create_task(self._reject(envelope, body))
+        else:
+            task = asyncio.create_task(self._handle(envelope[0], envelope, body, client))
+            client.pending += 1
+        client.tasks.add(task)
+        task.add_done_callback(lambda t: self._done(envelope[0], client, t))
+
+    def _done(self, identity: bytes, client: _Client, task: asyncio.Task[None]) -> None:
+        client.tasks.discard(task)
+        if not client.tasks and self._clients.get(identity) is client:
+            del self._clients[identity]
+
+    async def _reject(self, envelope: list[bytes], body: bytes) -> None:
+        try:
+            req = protocol.parse_request(body, SPECS)
+        except RequestError as exc:
+            req_id, cast = exc.request_id, exc.cast
+        else:
+            req_id, cast = req.id, req.cast
+        if not cast:
+            await self._send(
+                envelope, protocol.error(req_id, "too many requests in flight", Errno.COMMAND_ERROR)
+            )
+
+    async def _handle(self, identity: bytes, envelope: list[bytes], body: bytes, client: _Client) -> None:
+        try:
+            async with client.sem:
+                reply, cast, after = await self.execute(body)
+            if not cast:
+                await self._send(envelope, reply)
+            if after is not None:
+                self._spawn(after, "after reply")
+        finally:
+            client.pending -= 1
+
+    async def execute(self, body: bytes) -> tuple[dict[str, Any], bool, Callable[[], Awaitable[Any]] | None]:
+        """Run one request frame: (reply, cast?, work to start once the reply is out). Never raises."""
+        try:
+            req = protocol.parse_request(body, SPECS)
+        except RequestError as exc:
+            return protocol.error(exc.request_id, str(exc), exc.errno), exc.cast, None
+        after = None
+        try:
+            result = await COMMANDS[req.command].execute(self.arbiter, req.properties)
+            if isinstance(result, Action):
+                action, result = result, result.immediate
+                if action.after_reply:
+                    after = action.run
+                elif req.waiting:
+                    value = await action.run()
+                    result = action.finish(value) if action.finish is not None else None
+                else:
+                    self._spawn(action.run, req.command)
+        except (MessageError, UnknownWatcher, ConfigError) as exc:
+            # RequestError is a MessageError; ConfigError here means a bad value sent by the client
+            errno = exc.errno if isinstance(exc, RequestError) else Errno.MESSAGE_ERROR
+            return protocol.error(req.id, str(exc), errno), req.cast, None
+        except OSError as exc:
+            return protocol.error(req.id, str(exc), Errno.OS_ERROR), req.cast, None
+        except CommandError as exc:
+            return protocol.error(req.id, str(exc), Errno.COMMAND_ERROR), req.cast, None
+        except Exception as exc:  # a handler bug must cost one error reply, never the server
+            log.exception("control: command %r failed", req.command)
+            return (
+                protocol.error(req.id, f"command {req.command!r}: {exc}", Errno.COMMAND_ERROR),
+                req.cast,
+                None,
+            )
+        if result is not None and not isinstance(result, dict | list):
+            log.error("control: command %r returned %r", req.command, type(result))
+            return protocol.error(req.id, "server error", Errno.BAD_MSG_DATA_ERROR), req.cast, after
+        return protocol.ok(req.id, result), req.cast, after
+
+    def _spawn(self, run: Callable[[], Awaitable[Any]], what: str) -> None:
+        async def background() -> None:
+            try:
+                await run()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # nobody waits for this reply any more: the log is the only witness
+                log.exception("control: background %s failed", what)
+
+        task = asyncio.create_task(background(), name=f"control-{what}")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _send(self, envelope: list[bytes], reply: dict[str, Any]) -> None:
+        if self._socket is None:
+            return
+        try:
+            data = protocol.encode(reply)
+        except (TypeError, ValueError) as exc:
+            log.error("control: reply not serialisable: %s", exc)
+            data = protocol.encode(protocol.error(reply.get("id"), "server error", Errno.BAD_MSG_DATA_ERROR))
+        try:
+            await self._socket.send_multipart([*envelope, data])
+        except zmq.ZMQError as exc:  # the peer went away; its reply has nowhere to go
+            log.debug("control: reply dropped: %s", exc)

@@ -1,0 +1,253 @@
+"""Write watcher limits to cgroup v2 files (v1 cpu/pids fallbacks) and sample cgroup stats; no policy.
+
+Never touches the v1 memory hierarchy: memory limits and stats are v2-only (see circus_linux.kernel.cgroup).
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from circus_linux.kernel.cgroup_io import CgroupError, read_file, write_file
+from circus_linux.kernel.cgroup_parse import (
+    Max,
+    Pressure,
+    cpu_weight_to_shares,
+    format_cpu_max,
+    parse_flat_keyed,
+    parse_pressure,
+    ticks_to_usec,
+)
+
+
+class Backend(enum.StrEnum):
+    """Which cgroup interface serves a limit or a stat."""
+
+    V2 = "v2"
+    V1 = "v1"
+    UNSUPPORTED = "unsupported"
+
+
+@dataclass(frozen=True)
+class CgroupLimits:
+    """Limits for one watcher; None leaves the kernel's value alone, "max" removes a limit."""
+
+    memory_max: int | Max | None = None  # bytes
+    memory_high: int | Max | None = None
+    memory_swap_max: int | Max | None = None
+    cpu_max: tuple[int | None, int] | None = None  # (quota_us or None for no quota, period_us)
+    cpu_weight: int | None = None  # 1..10000, v2 default 100
+    io_weight: int | None = None  # 1..10000, v2 default 100
+    pids_max: int | Max | None = None
+
+
+@dataclass(frozen=True)
+class CgroupStats:
+    """One sample of a watcher's cgroup counters; None where no backend serves the field."""
+
+    cpu_usage_usec: int | None = None
+    cpu_user_usec: int | None = None
+    cpu_system_usec: int | None = None
+    cpu_nr_throttled: int | None = None
+    memory_current: int | None = None
+    memory_peak: int | None = None
+    pids_current: int | None = None
+    oom: int | None = None
+    oom_kill: int | None = None
+    pids_max_events: int | None = None
+    cpu_pressure: Pressure | None = None
+    memory_pressure: Pressure | None = None
+    io_pressure: Pressure | None = None
+    # Source of each group of fields: "cpu" (cpu_*), "memory" (memory_*), "oom" (oom, oom_kill),
+    # "pids" (pids_*), "pressure" (*_pressure).
+    backends: Mapping[str, Backend] = field(default_factory=dict)
+
+
+def _set(limit: str, path: str, value: str) -> None:
+    try:
+        write_file(path, value)
+    except OSError as e:
+        raise CgroupError(f"cannot set {limit}={value!r}", path, e.errno) from e
+
+
+def apply_limits(
+    v2_dir: str | None, v2_controllers: frozenset[str], v1_paths: Mapping[str, str], limits: CgroupLimits
+) -> dict[str, Backend]:
+    """Write every limit that is not None; return which backend took each one.
+
+    v2 files when the controller is enabled for this cgroup; else the v1 equivalent when one exists
+    (cpu.cfs_quota_us/cfs_period_us, cpu.shares = weight*1024/100 clamped to 2..262144, pids.max);
+    else ``Backend.UNSUPPORTED`` (no exception: the caller reports it). A write the kernel refuses
+    raises CgroupError.
+    """
+    report: dict[str, Backend] = {}
+    v2c = v2_controllers
+    p2 = v2_dir
+
+    def v2file(name: str) -> str | None:
+        if p2 is None:
+            return None
+        f = os.path.join(p2, name)
+        return f if os.path.exists(f) else None
+
+    def v1file(ctrl: str, name: str) -> str | None:
+        d = v1_paths.get(ctrl)
+        if d is None:
+            return None
+        f = os.path.join(d, name)
+        return f if os.path.exists(f) else None
+
+    for lim, fname in (
+        ("memory_max", "memory.max"),
+        ("memory_high", "memory.high"),
+        ("memory_swap_max", "memory.swap.max"),
+    ):
+        val = getattr(limits, lim)
+        if val is None:
+            continue
+        f = v2file(fname) if "memory" in v2c else None
+        if f is not None:  # never v1 memory: see the module docstring
+            _set(lim, f, str(val))
+            report[lim] = Backend.V2
+        else:
+            report[lim] = Backend.UNSUPPORTED
+
+    if limits.cpu_max is not None:
+        quota, period = limits.cpu_max
+        f = v2file("cpu.max") if "cpu" in v2c else None
+        qf, pf = v1file("cpu", "cpu.cfs_quota_us"), v1file("cpu", "cpu.cfs_period_us")
+        if f is not None:
+            _set("cpu_max", f, format_cpu_max(quota, period))
+            report["cpu_max"] = Backend.V2
+        elif qf is not None and pf is not None:
+            # Lift the quota first: a period shorter than the current quota would be refused.
+            _set("cpu_max", qf, "-1")
+            _set("cpu_max", pf, str(period))
+            _set("cpu_max", qf, "-1" if quota is None else str(quota))
+            report["cpu_max"] = Backend.V1
+        else:
+            report["cpu_max"] = Backend.UNSUPPORTED
+
+    if limits.cpu_weight is not None:
+        f = v2file("cpu.weight") if "cpu" in v2c else None
+        sf = v1file("cpu", "cpu.shares")
+        if f is not None:
+            _set("cpu_weight", f, str(limits.cpu_weight))
+            report["cpu_weight"] = Backend.V2
+        elif sf is not None:
+            _set("cpu_weight", sf, str(cpu_weight_to_shares(limits.cpu_weight)))
+            report["cpu_weight"] = Backend.V1
+        else:
+            report["cpu_weight"] = Backend.UNSUPPORTED
+
+    if limits.io_weight is not None:
+        # v1 blkio.weight only works with CFQ/BFQ and is not in DEFAULT_V1: v2 only.
+        f = v2file("io.weight") if "io" in v2c else None
+        if f is not None:
+            _set("io_weight", f, f"default {limits.io_weight}")
+            report["io_weight"] = Backend.V2
+        else:
+            report["io_weight"] = Backend.UNSUPPORTED
+
+    if limits.pids_max is not None:
+        f = v2file("pids.max") if "pids" in v2c else None
+        f1 = v1file("pids", "pids.max")
+        if f is not None:
+            _set("pids_max", f, str(limits.pids_max))
+            report["pids_max"] = Backend.V2
+        elif f1 is not None:
+            _set("pids_max", f1, str(limits.pids_max))
+            report["pids_max"] = Backend.V1
+        else:
+            report["pids_max"] = Backend.UNSUPPORTED
+    return report
+
+
+# -- stats-----------------------------------------------------------------------------------
+def read_stats(v2_dir: str | None, v1_paths: Mapping[str, str]) -> CgroupStats:
+    """Sample the counters; each field says its source in ``backends``."""
+    vals: dict[str, object] = {}
+    backends: dict[str, Backend] = {}
+
+    def rd(d: str | None, name: str) -> str | None:
+        if d is None:
+            return None
+        try:
+            return read_file(os.path.join(d, name))
+        except FileNotFoundError:
+            return None
+
+    p2 = v2_dir
+    cpuacct = v1_paths.get("cpuacct")
+    # cpu.stat exists in every v2 cgroup, with or without the cpu controller.
+    cpu = rd(p2, "cpu.stat")
+    if cpu is not None:
+        kv = parse_flat_keyed(cpu)
+        vals.update(
+            cpu_usage_usec=kv.get("usage_usec"),
+            cpu_user_usec=kv.get("user_usec"),
+            cpu_system_usec=kv.get("system_usec"),
+            cpu_nr_throttled=kv.get("nr_throttled"),
+        )
+        backends["cpu"] = Backend.V2
+    elif (usage := rd(cpuacct, "cpuacct.usage")) is not None:
+        kv = parse_flat_keyed(rd(cpuacct, "cpuacct.stat") or "")
+        tck = os.sysconf("SC_CLK_TCK")
+        vals.update(
+            cpu_usage_usec=int(usage) // 1000,  # ns
+            cpu_user_usec=ticks_to_usec(kv["user"], tck) if "user" in kv else None,
+            cpu_system_usec=ticks_to_usec(kv["system"], tck) if "system" in kv else None,
+        )
+        backends["cpu"] = Backend.V1
+    else:
+        backends["cpu"] = Backend.UNSUPPORTED
+    if "cpu_nr_throttled" not in vals or vals["cpu_nr_throttled"] is None:
+        # v1 cpu.stat has the CFS throttling counters when only the v1 cpu hierarchy enforces quota.
+        v1cpu = rd(v1_paths.get("cpu"), "cpu.stat")
+        if v1cpu is not None:
+            vals["cpu_nr_throttled"] = parse_flat_keyed(v1cpu).get("nr_throttled")
+
+    mem = rd(p2, "memory.current")
+    if mem is not None:
+        vals["memory_current"] = int(mem)
+        peak = rd(p2, "memory.peak")  # kernel >= 5.19
+        vals["memory_peak"] = int(peak) if peak is not None else None
+        backends["memory"] = Backend.V2
+    else:
+        backends["memory"] = Backend.UNSUPPORTED
+    mev = rd(p2, "memory.events")
+    if mev is not None:
+        kv = parse_flat_keyed(mev)
+        vals.update(oom=kv.get("oom"), oom_kill=kv.get("oom_kill"))
+        backends["oom"] = Backend.V2
+    else:
+        backends["oom"] = Backend.UNSUPPORTED
+
+    for src, d in ((Backend.V2, p2), (Backend.V1, v1_paths.get("pids"))):
+        cur = rd(d, "pids.current")
+        if cur is not None:
+            vals["pids_current"] = int(cur)
+            ev = rd(d, "pids.events")
+            vals["pids_max_events"] = parse_flat_keyed(ev).get("max") if ev else None
+            backends["pids"] = src
+            break
+    else:
+        backends["pids"] = Backend.UNSUPPORTED
+
+    psi_ok = False
+    for res in ("cpu", "memory", "io"):
+        try:
+            txt = rd(p2, f"{res}.pressure")
+        except OSError as e:
+            # Reading a PSI file fails with EOPNOTSUPP when psi=0 is on the kernel command line.
+            if e.errno != errno.EOPNOTSUPP:
+                raise
+            continue
+        if txt is not None:
+            vals[f"{res}_pressure"] = parse_pressure(txt)
+            psi_ok = True
+    backends["pressure"] = Backend.V2 if psi_ok else Backend.UNSUPPORTED
+    return CgroupStats(**vals, backends=backends)  # type: ignore[arg-type]

@@ -1,0 +1,339 @@
+"""The runtime in-process with real children: spawn, reap, respawn, backoff, stop escalation, orphans."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from circus_linux import config
+from circus_linux.core.states import WatcherState
+from circus_linux.kernel import native
+from circus_linux.runtime import signals
+from circus_linux.runtime.arbiter import Arbiter
+from circus_linux.runtime.cgroups import CgroupManager
+
+
+class Harness:
+    def __init__(self, arbiter: Arbiter, events: list[tuple[str, dict[str, Any]]]) -> None:
+        self.arbiter = arbiter
+        self.events = events
+
+    def topics(self, suffix: str) -> list[dict[str, Any]]:
+        return [p for t, p in self.events if t.endswith(suffix)]
+
+    async def until(self, predicate: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            value = predicate()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                pytest.fail(f"timed out waiting for {what or predicate}")
+            await asyncio.sleep(0.002)
+
+
+@pytest.fixture
+def blocked_signals() -> Any:
+    signals.block()
+    yield
+    native.unblock_signals(signals.HANDLED)
+
+
+class Arena:
+    """Runs one test body in its own event loop with a factory of started arbiters, shut down after."""
+
+    def __init__(self, tmp_path: Path, cgroup_root: str) -> None:
+        self.tmp_path = tmp_path
+        self.cgroup_root = cgroup_root
+
+    def run(self, body: Callable[[Callable[..., Any]], Any]) -> None:
+        asyncio.run(self._main(body))
+
+    async def _main(self, body: Callable[[Callable[..., Any]], Any]) -> None:
+        made: list[Arbiter] = []
+
+        async def make(sections: str, cgroups: bool = True) -> Harness:
+            text = f"[circus]\ncgroup_root = {self.cgroup_root}\n\n{sections}"
+            path = self.tmp_path / f"a{len(made)}.ini"
+            path.write_text(text)
+            cfg = config.load(str(path))
+            events: list[tuple[str, dict[str, Any]]] = []
+            arb = Arbiter(
+                cfg,
+                emit=lambda t, p: events.append((t, p)),
+                cgroups=CgroupManager.from_config(cfg) if cgroups else None,
+            )
+            made.append(arb)
+            await arb.setup()
+            await arb.start()
+            return Harness(arb, events)
+
+        try:
+            await body(make)
+        finally:
+            for arb in made:
+                await arb.shutdown()
+
+
+@pytest.fixture
+def arena(tmp_path: Path, cgroup_root: str, blocked_signals: None) -> Arena:
+    return Arena(tmp_path, cgroup_root)
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_pool_starts_with_wids_and_env(arena: Arena, tmp_path: Path) -> None:
+    async def body(make_arbiter: Any) -> None:
+        h = await make_arbiter(
+            "[env]\nGREETING = hello\n[watcher:pool]\n"
+            f"cmd = /bin/sh -c 'echo \"$CIRCUS_WID $GREETING\" > {tmp_path}/out.$$; exec sleep 1000'\n"
+            "numprocesses = 3\n"
+        )
+        w = h.arbiter.get_watcher("pool")
+        assert w.state is WatcherState.ACTIVE
+        assert sorted(p.wid for p in w.processes()) == [1, 2, 3]
+
+        def written() -> bool:
+            files = list(tmp_path.glob("out.*"))
+            return len(files) == 3 and all(f.read_text() for f in files)
+
+        await h.until(written, what="workers wrote their wid")
+        lines = sorted(f.read_text().strip() for f in tmp_path.glob("out.*"))
+        assert lines == ["1 hello", "2 hello", "3 hello"]
+        assert [p["wid"] for p in h.topics(".spawn")] == [1, 2, 3]
+
+    arena.run(body)
+
+
+def test_sigkill_worker_is_replaced_at_once_reusing_its_wid(arena: Arena) -> None:
+    async def body(make_arbiter: Any) -> None:
+        h = await make_arbiter("[watcher:w]\ncmd = sleep 1000\nnumprocesses = 3\n")
+        w = h.arbiter.get_watcher("w")
+        victim = next(p for p in w.processes() if p.wid == 2)
+        t0 = time.monotonic()
+        os.kill(victim.pid, signal.SIGKILL)
+        new = await h.until(
+            lambda: [p for p in w.live() if p.wid == 2 and p.pid != victim.pid], what="replacement of wid 2"
+        )
+        elapsed = time.monotonic() - t0
+        assert len(w.live()) == 3
+        assert not alive(victim.pid)  # reaped, not a zombie
+        reap = [p for p in h.topics(".reap") if p["process_pid"] == victim.pid]
+        assert reap and reap[0]["exit_code"] == -signal.SIGKILL and reap[0]["wid"] == 2
+        assert new[0].wid == 2
+        # Not a speed benchmark: it shows that no timer (Circus's was 5 s) decided when the death was seen.
+        assert elapsed < 1.0
+
+    arena.run(body)
+
+
+def test_exec_failure_is_an_event_and_gives_up(arena: Arena) -> None:
+    async def body(make_arbiter: Any) -> None:
+        h = await make_arbiter("[watcher:bad]\ncmd = /nonexistent/binary --flag\nmax_retry = 2\n")
+        w = h.arbiter.get_watcher("bad")
+        await h.until(lambda: w.state is WatcherState.STOPPED, what="give up")
+        errors = h.topics("bad.exec_error")
+        assert len(errors) == 3  # the first try and max_retry retries
+        assert errors[0]["stage"] == "execve" and errors[0]["errno"] == 2
+        assert h.topics("bad.giveup")
+        assert h.topics("bad.stop")
+
+    arena.run(body)
+
+
+def test_crash_loop_backs_off_then_gives_up(arena: Arena) -> None:
+    async def body(make_arbiter: Any) -> None:
+        h = await make_arbiter("[watcher:crash]\ncmd = /bin/sh -c 'exit 7'\nmax_retry = 3\n")
+        w = h.arbiter.get_watcher("crash")
+        await h.until(lambda: w.state is WatcherState.STOPPED, what="give up")
+        spawns = [p["time"] for p in h.topics("crash.spawn")]
+        reaps = h.topics("crash.reap")
+        assert len(spawns) == 4 and all(r["exit_code"] == 7 for r in reaps)
+        gaps = [b - a for a, b in itertools.pairwise(spawns)]
+        # first retry immediate, then 0.1 s, 0.2 s: growing delays between attempts
+        assert gaps[1] >= 0.09 and gaps[2] >= 0.19 and gaps[2] > gaps[1]
+        assert "failed to start 4 times" in h.topics("crash.giveup")[0]["reason"]
+
+    arena.run(body)
+
+
+def test_respawn_false_does_not_respawn(arena: Arena) -> None:
+    async def body(make_arbiter: Any) -> None:
+        h = await make_arbiter("[watcher:once]\ncmd = /bin/sh -c 'exit 0'\nrespawn = false\n")
+        await h.until(lambda: h.topics("once.reap"), what="the single run")
+        w = h.arbiter.get_watcher("once")
+        await w._next_pass()
+        assert len(h.topics("once.spawn")) == 1 and w.live() == []
+
+    arena.run(body)
+
+
+def test_stop_escalates_to_sigkill_after_graceful_timeout(arena: Arena) -> None:
+    async def body(make_arbiter: Any) -> None:
+        h = await make_arbiter(
+            "[watcher:stubborn]\ncmd = /bin/sh -c 'trap \"\" TERM; while :; do sleep 0.05; done'\n"
+            "graceful_timeout = 0.5\n"
+        )
+        w = h.arbiter.get_watcher("stubborn")
+        pid = w.processes()[0].pid
+        await h.until(
+            lambda: "SigIgn:\t0000000000004000" in Path(f"/proc/{pid}/status").read_text(),
+            what="the trap to be installed",
+        )
+        t0 = time.monotonic()
+        await w.stop()
+        assert time.monotonic() - t0 >= 0.5
+        reap = [p for p in h.topics(".reap") if p["process_pid"] == pid]
+        assert reap[0]["exit_code"] == -signal.SIGKILL
+
+    arena.run(body)
+
+
+def test_stop_of_a_worker_with_children_kills_the_whole_tree(arena: Arena, tmp_path: Path) -> None:
+    async def body(make_arbiter: Any) -> None:
+        pidfile = tmp_path / "grandchild.pid"
+        h = await make_arbiter(
+            f"[watcher:tree]\ncmd = /bin/sh -c '(sleep 1000 & echo $! > {pidfile}); exec sleep 1000'\n"
+        )
+        grandchild = int(await h.until(lambda: pidfile.exists() and pidfile.read_text().strip()))
+        assert alive(grandchild)
+        await h.arbiter.get_watcher("tree").stop()
+        # The double-forked sleep was re-parented to us (subreaper) and the cgroup kill reached it.
+        await h.until(lambda: not alive(grandchild), what="grandchild gone")
+
+    arena.run(body)
+
+
+def test_stop_children_without_cgroup(arena: Arena, tmp_path: Path) -> None:
+    async def body(make_arbiter: Any) -> None:
+        pidfile = tmp_path / "child.pid"
+        h = await make_arbiter(
+            f"[watcher:kids]\ncmd = /bin/sh -c 'sleep 1000 & echo $! > {pidfile}; wait'\n"
+            "stop_children = true\n",
+            cgroups=False,
+        )
+        child = int(await h.until(lambda: pidfile.exists() and pidfile.read_text().strip()))
+        await h.arbiter.get_watcher("kids").stop()
+        await h.until(lambda: not alive(child), what="child of the worker gone")
+
+    arena.run(body)
+
+
+def test_orphaned_grandchild_is_reaped_not_left_zombie(arena: Arena, tmp_path: Path) -> None:
+    async def body(make_arbiter: Any) -> None:
+        pidfile = tmp_path / "orphan.pid"
+        h = await make_arbiter(
+            f'[watcher:parent]\ncmd = /bin/sh -c \'(sh -c "echo \\$\\$ > {pidfile}; exec sleep 0.2" &); '
+            "exec sleep 1000'\n"
+        )
+        orphan = int(await h.until(lambda: pidfile.exists() and pidfile.read_text().strip()))
+        # It was re-parented to us (the subreaper), exits after 0.2 s, and must not stay a zombie.
+        await h.until(lambda: not os.path.exists(f"/proc/{orphan}"), what="orphan reaped")
+        assert h.arbiter.reaped_orphans >= 1
+
+    arena.run(body)
+
+
+def test_incr_decr_stop_oldest(arena: Arena) -> None:
+    async def body(make_arbiter: Any) -> None:
+        h = await make_arbiter("[watcher:s]\ncmd = sleep 1000\nnumprocesses = 2\n")
+        w = h.arbiter.get_watcher("s")
+        oldest = [p.pid for p in w.processes()]
+        assert await w.incr(3) == 5
+        assert len(w.live()) == 5
+        assert await w.decr(2) == 3
+        await h.until(lambda: all(not alive(pid) for pid in oldest), what="the two oldest stopped")
+        assert len(w.live()) == 3
+
+    arena.run(body)
+
+
+def test_graceful_reload_starts_new_before_stopping_old(arena: Arena) -> None:
+    async def body(make_arbiter: Any) -> None:
+        h = await make_arbiter("[watcher:r]\ncmd = sleep 1000\nnumprocesses = 2\n")
+        w = h.arbiter.get_watcher("r")
+        old = {p.pid for p in w.processes()}
+        h.events.clear()
+        await w.reload(graceful=True)
+        new = {p.pid for p in w.live()}
+        assert len(new) == 2 and not (new & old)
+        order = [t.rsplit(".", 1)[1] for t, _ in h.events]
+        assert order.index("spawn") < order.index("kill")
+
+    arena.run(body)
+
+
+def test_max_age_recycles_workers(arena: Arena) -> None:
+    async def body(make_arbiter: Any) -> None:
+        h = await make_arbiter("[watcher:aged]\ncmd = sleep 1000\nmax_age = 1\nmax_age_variance = 0\n")
+        w = h.arbiter.get_watcher("aged")
+        first = w.processes()[0].pid
+        await h.until(lambda: w.live() and w.live()[0].pid != first, timeout=5, what="recycled worker")
+        await h.until(lambda: not alive(first), what="old worker gone")
+
+    arena.run(body)
+
+
+def test_workers_are_placed_in_their_watcher_cgroup(arena: Arena, cgroup_root: str) -> None:
+    async def body(make_arbiter: Any) -> None:
+        if not (
+            os.path.isdir("/sys/fs/cgroup/unified") or os.path.exists("/sys/fs/cgroup/cgroup.controllers")
+        ):
+            pytest.skip("no cgroup2 mount on this host")
+        h = await make_arbiter("[watcher:placed]\ncmd = sleep 1000\nnumprocesses = 2\n")
+        for p in h.arbiter.get_watcher("placed").processes():
+            text = Path(f"/proc/{p.pid}/cgroup").read_text()
+            assert f"0::{cgroup_root}/placed" in text, text
+
+    arena.run(body)
+
+
+def test_mass_kill_of_500_workers_all_come_back(arena: Arena) -> None:
+    async def body(make_arbiter: Any) -> None:
+        h = await make_arbiter("[watcher:big]\ncmd = sleep 1000\nnumprocesses = 500\n")
+        w = h.arbiter.get_watcher("big")
+        before = [p.pid for p in w.processes()]
+        assert len(before) == 500
+        for pid in before:
+            os.kill(pid, signal.SIGKILL)
+        await h.until(
+            lambda: len(w.live()) == 500 and not set(p.pid for p in w.live()) & set(before),
+            timeout=60,
+            what="500 replacements",
+        )
+        assert sorted(p.wid for p in w.live()) == list(range(1, 501))
+        await h.until(lambda: all(not alive(pid) for pid in before), what="no zombies")
+
+    arena.run(body)
+
+
+def test_sighup_and_sigterm_through_the_signalfd(arena: Arena) -> None:
+    async def body(make_arbiter: Any) -> None:
+        h = await make_arbiter("[watcher:sig]\ncmd = sleep 1000\n")
+        old = h.arbiter.get_watcher("sig").processes()[0].pid
+        os.kill(os.getpid(), signal.SIGHUP)  # blocked: queued on the signalfd, read by the loop
+        await h.until(lambda: h.topics("sig.reload"), what="reload after SIGHUP")
+        assert h.arbiter.get_watcher("sig").live()[0].pid != old
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert await asyncio.wait_for(h.arbiter.run_until_stopped(), 5) == 0
+
+    arena.run(body)
+
+
+def test_python_worker_sees_sys_executable() -> None:
+    assert os.path.exists(sys.executable)

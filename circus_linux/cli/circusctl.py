@@ -29,6 +29,7 @@ COMMAND_HELP = {
     "reload": "reload workers: reload [NAME] [--terminate] [--sequential] [--waiting]",
     "reloadconfig": "re-read the config file and apply the difference",
     "quit": "stop every watcher and exit circusd",
+    "upgrade": "re-execute circusd in place (same pid), keeping workers and sockets",
     "incr": "add processes: incr NAME [NB] [--waiting]",
     "decr": "remove processes: decr NAME [NB] [--waiting]",
     "numprocesses": "desired process count: numprocesses [NAME]",
@@ -116,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--waiting", action="store_true")
     for name in ("numprocesses", "list", "status"):
         add(name).add_argument("name", nargs="?")
-    for name in ("numwatchers", "listsockets", "dstats"):
+    for name in ("numwatchers", "listsockets", "dstats", "upgrade"):
         add(name)
     p = add("stats")
     p.add_argument("name", nargs="?")

@@ -150,11 +150,32 @@ async def serve(cfg: Any) -> int:
         if control is not None:
             await control.start()
         await arbiter.start()
-        return await arbiter.run_until_stopped()
+        while True:
+            code = await arbiter.run_until_stopped()
+            if not arbiter.upgrade_requested:
+                return code
+            await _upgrade_in_place(arbiter, control)
+            if control is not None:
+                await control.start()
     finally:
         if control is not None:
             await control.close()
         await arbiter.shutdown()
+
+
+async def _upgrade_in_place(arbiter: Any, control: Any) -> None:
+    """Re-exec ourselves with the workers and sockets handed over; returns only if the exec failed."""
+    from circus_linux.runtime import upgrade
+
+    if control is not None:
+        await control.close()  # the new image binds the endpoints again; clients' DEALERs reconnect
+    state = await arbiter.freeze()
+    logging.shutdown()
+    try:
+        upgrade.exec_upgrade(state)
+    except OSError as exc:
+        log.error("in-place upgrade failed, carrying on with this image: %s", exc)
+        arbiter.thaw()
 
 
 def _make_control(arbiter: Any, cfg: Any) -> Any:

@@ -338,7 +338,7 @@ def _unix_name(addr: str | bytes) -> str:
     return "@" + addr[1:] if addr.startswith("\0") else addr
 
 
-def adopt(spec: SocketSpec, fd: int) -> tuple[socket.socket, list[str]]:
+def adopt(spec: SocketSpec, fd: int, *, keep_flags: bool = False) -> tuple[socket.socket, list[str]]:
     """Wrap an inherited fd as the section's socket; a mismatch with the section is a warning, not an error.
 
     The section is what the user wrote and the fd is what systemd (or the previous circusd, through the fd
@@ -373,7 +373,10 @@ def adopt(spec: SocketSpec, fd: int) -> tuple[socket.socket, list[str]]:
                 if not _same_host(wanted[0], host):
                     warnings.append(f"{prefix} is bound to host {host}, the section says host = {spec.host}")
     sock.set_inheritable(False)
-    sock.setblocking(spec.blocking)
+    if not keep_flags:
+        # O_NONBLOCK lives on the open file description that every worker shares: never flip it under
+        # running workers (an in-place upgrade hands over sockets that are in use).
+        sock.setblocking(spec.blocking)
     return sock, warnings
 
 

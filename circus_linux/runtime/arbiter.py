@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import signal
 import time
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +18,7 @@ from circus_linux.errors import CommandError, ConfigError, UnknownWatcher
 from circus_linux.kernel import native
 from circus_linux.kernel.notify import Notifier, NotifyServer, watchdog_usec
 from circus_linux.kernel.sockets import listen_fds
+from circus_linux.runtime import upgrade as handover
 from circus_linux.runtime.process import Process
 from circus_linux.runtime.signals import SignalReader
 from circus_linux.runtime.sockets import SocketRegistry
@@ -57,6 +60,7 @@ class Arbiter:
         self.started = time.time()
         self.ready = False
         self._shut_down = False
+        self.upgrade_requested = False
         self.reaped_orphans = 0
         self.listeners: list[Emit] = []
 
@@ -81,14 +85,36 @@ class Arbiter:
         native.set_child_subreaper()
         self._signals = SignalReader(self)
         inherited = listen_fds(unset=True)
-        for warning in self.sockets.setup(self.config.sockets, inherited):
+        handed = handover.take_state()
+        if handed is not None:
+            # We are the new image of an in-place upgrade: the previous one's sockets come first.
+            inherited.update({name: [fd] for name, fd in handed.sockets.items()})
+        names = frozenset(handed.sockets) if handed is not None else frozenset()
+        for warning in self.sockets.setup(self.config.sockets, inherited, names):
             log.warning("%s", warning)
         if any(w.notify for w in self.config.watchers):
             self._ensure_notify_server(loop)
         if self.cgroups is not None:
-            self.cgroups.setup()
+            self.cgroups.setup(self.emit)  # oom/limit events leave through emit
         for cfg in self.config.watchers:
             self._make_watcher(cfg)
+        if handed is not None:
+            self._adopt(handed)
+
+    def _adopt(self, handed: handover.UpgradeState) -> None:
+        """Take over the previous image's workers; those of watchers gone from the config are stopped."""
+        for name, state in handed.watchers.items():
+            watcher = self.watchers.get(name)
+            if watcher is None:
+                log.warning("upgrade: watcher %s is not in the config any more: stopping its workers", name)
+                for proc in state.processes:
+                    with contextlib.suppress(ProcessLookupError):
+                        native.pidfd_send_signal(proc.pidfd, signal.SIGTERM)
+                    os.close(proc.pidfd)
+                continue
+            watcher.adopt(state)
+        log.info("upgrade: adopted %d workers", sum(len(w.processes) for w in handed.watchers.values()))
+        self._reap_all()  # whatever died while we were exec'ing
 
     def _ensure_notify_server(self, loop: asyncio.AbstractEventLoop | None = None) -> str:
         if self._notify_server is None:
@@ -141,6 +167,37 @@ class Arbiter:
     async def run_until_stopped(self) -> int:
         await self._stop_requested.wait()
         return self._exit_code
+
+    async def upgrade(self) -> None:
+        """Re-execute circusd in place (same PID), keeping workers and sockets; see runtime/upgrade.py."""
+        log.info("in-place upgrade requested")
+        self.upgrade_requested = True
+        self.emit("arbiter.upgrading", {})
+        self.notifier.notify("RELOADING=1", MONOTONIC_USEC=time.monotonic_ns() // 1000)
+        self.request_stop(0)
+
+    async def freeze(self) -> handover.UpgradeState:
+        """Stop every manager and background task without touching a worker; reversible with thaw()."""
+        for watcher in self.watchers.values():
+            await watcher.freeze()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        return handover.snapshot(self)
+
+    def thaw(self) -> None:
+        """The exec failed: carry on as before."""
+        self.upgrade_requested = False
+        self._stop_requested.clear()
+        for watcher in self.watchers.values():
+            watcher.thaw()
+        self._own(self._status_loop())
+        self.notifier.notify("READY=1", STATUS=self.status_line())
+
+    def handle_usr2(self) -> None:
+        log.info("SIGUSR2: in-place upgrade")
+        self._own(self.upgrade())
 
     def request_stop(self, code: int = 0) -> None:
         self._exit_code = code

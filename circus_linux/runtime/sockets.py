@@ -72,24 +72,29 @@ class SocketRegistry:
         self._origin: dict[str, str] = {}
         self._notifier = notifier
 
-    def setup(self, configs: Any, inherited: dict[str, list[int]]) -> list[str]:
+    def setup(
+        self, configs: Any, inherited: dict[str, list[int]], handed: frozenset[str] = frozenset()
+    ) -> list[str]:
         """Bind or adopt every section; returns warnings. On error, closes what it made and raises."""
         warnings: list[str] = []
         try:
             for cfg in configs:
-                warnings.extend(self.add(cfg, inherited))
+                warnings.extend(self.add(cfg, inherited, handed))
         except Exception:
             self.close()
             raise
         return warnings
 
-    def add(self, cfg: Any, inherited: dict[str, list[int]]) -> list[str]:
+    def add(
+        self, cfg: Any, inherited: dict[str, list[int]], handed: frozenset[str] = frozenset()
+    ) -> list[str]:
+        """Bind or adopt one section. `handed`: names passed by our previous image (in-place upgrade)."""
         spec = _Spec.of(cfg)
         fds = inherited.get(spec.name, [])
         warnings: list[str] = []
         if fds:
-            sock, warnings = ksock.adopt(spec, fds[0])
-            self._origin[spec.name] = "systemd"
+            sock, warnings = ksock.adopt(spec, fds[0], keep_flags=spec.name in handed)
+            self._origin[spec.name] = "upgrade" if spec.name in handed else "systemd"
         elif spec.systemd == "only":
             raise ksock.SocketSetupError(spec.name, "adopt", "systemd = only, and systemd passed no such fd")
         else:

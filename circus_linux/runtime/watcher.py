@@ -192,6 +192,10 @@ class Watcher:
             # stop_children only reaches direct children; the cgroup reaches the whole tree (double-forked
             # grandchildren included), so nothing of this watcher survives its stop.
             cg.kill()
+            # Emptiness comes from cgroup.events (populated 0), awaited without blocking the loop.
+            wait_empty = getattr(cg, "wait_empty", None)
+            if wait_empty is not None and not await wait_empty(KILL_WAIT):
+                log.error("watcher %s: processes survive cgroup.kill after %ss", self.name, KILL_WAIT)
         self._set_state(WatcherState.STOPPED)
         self._emit("stop")
 
@@ -200,6 +204,48 @@ class Watcher:
             await self._stop_locked()
             await self._start_locked(wait=True)
         self.restarts += 1
+
+    async def freeze(self) -> None:
+        """Upgrade: no more reconciliation and no background work; the workers are left alone."""
+        if self._manager is not None:
+            self._manager.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._manager
+            self._manager = None
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def thaw(self) -> None:
+        if self.state is not WatcherState.STOPPED:
+            self._ensure_manager()
+            self.wake()
+
+    def adopt(self, handed: Any) -> None:
+        """Upgrade: take the previous image's workers (same pids, their pidfds) instead of spawning."""
+        now_mono = time.monotonic()
+        for item in handed.processes:
+            proc = Process(native.Child(item.pid, item.pidfd), item.wid, list(item.cmdline), self.name)
+            proc.started = item.started
+            proc.started_mono = now_mono - item.age
+            if self.config.max_age:
+                proc.age_deadline = proc.started_mono + self.config.max_age
+            if item.state in ("ready", "stopping"):
+                proc.set_state(ProcessState.READY)
+            if item.state == "stopping":
+                proc.expected_exit = True
+                proc.set_state(ProcessState.STOPPING)
+            self.procs[proc.pid] = proc
+            self.svc.register(proc)
+        self.numprocesses = handed.numprocesses
+        if handed.state in ("active", "starting"):
+            self.state = WatcherState.ACTIVE if handed.state == "active" else WatcherState.STARTING
+            self._ensure_manager()
+            self.wake()
+        for proc in self.processes():
+            if proc.state is ProcessState.STOPPING:
+                self._spawn_task(self._stop_process(proc))
 
     async def close(self) -> None:
         """Stop and release everything (rm, or arbiter shutdown)."""

@@ -1,0 +1,136 @@
+"""In-place upgrade: hand workers, pidfds and sockets to a re-executed circusd with the same PID.
+
+execve(2) keeps the PID, the children (they stay ours to reap), every fd without FD_CLOEXEC, the signal
+mask and pending signals (a worker that dies during the exec is still reported by the next signalfd).
+So the old arbiter freezes (no reconciliation, no stop), writes its state to a memfd, clears CLOEXEC on
+the pidfds and listening sockets, and execs the same command line; the new one adopts all of it instead of
+spawning. Neither systemd (MAINPID unchanged) nor clients of the listening sockets see anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+STATE_ENV = "CIRCUS_LINUX_UPGRADE_FD"
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class AdoptedProcess:
+    pid: int
+    pidfd: int
+    wid: int
+    started: float  # wall clock, as `stats` shows it
+    age: float  # seconds it had lived at the exec
+    cmdline: list[str]
+    state: str
+
+
+@dataclass(frozen=True)
+class AdoptedWatcher:
+    name: str
+    numprocesses: int
+    state: str
+    processes: list[AdoptedProcess]
+
+
+@dataclass(frozen=True)
+class UpgradeState:
+    watchers: dict[str, AdoptedWatcher]
+    sockets: dict[str, int]
+
+    def fds(self) -> list[int]:
+        out = list(self.sockets.values())
+        for w in self.watchers.values():
+            out.extend(p.pidfd for p in w.processes)
+        return out
+
+
+def snapshot(arbiter: Any) -> UpgradeState:
+    """What the next circusd needs; the arbiter must be frozen (no manager tasks running)."""
+    watchers: dict[str, AdoptedWatcher] = {}
+    for name, watcher in arbiter.watchers.items():
+        procs = [
+            AdoptedProcess(
+                pid=p.pid,
+                pidfd=p.pidfd,
+                wid=p.wid,
+                started=p.started,
+                age=p.age(),
+                cmdline=list(p.cmdline),
+                state=p.state.value,
+            )
+            for p in watcher.processes()
+            if p.pidfd is not None
+        ]
+        watchers[name] = AdoptedWatcher(name, watcher.numprocesses, watcher.state.value, procs)
+    sockets = {name: arbiter.sockets.fd(name) for name in arbiter.sockets.names()}
+    return UpgradeState(watchers, sockets)
+
+
+def encode(state: UpgradeState) -> bytes:
+    doc = {
+        "version": VERSION,
+        "time": time.time(),
+        "sockets": state.sockets,
+        "watchers": {
+            name: {
+                "numprocesses": w.numprocesses,
+                "state": w.state,
+                "processes": [p.__dict__ for p in w.processes],
+            }
+            for name, w in state.watchers.items()
+        },
+    }
+    return json.dumps(doc).encode()
+
+
+def decode(data: bytes) -> UpgradeState:
+    doc = json.loads(data)
+    if doc.get("version") != VERSION:
+        raise ValueError(f"upgrade state version {doc.get('version')!r}, expected {VERSION}")
+    watchers = {
+        name: AdoptedWatcher(
+            name,
+            int(w["numprocesses"]),
+            str(w["state"]),
+            [AdoptedProcess(**p) for p in w["processes"]],
+        )
+        for name, w in doc["watchers"].items()
+    }
+    return UpgradeState(watchers, {k: int(v) for k, v in doc["sockets"].items()})
+
+
+def exec_upgrade(state: UpgradeState, argv: list[str] | None = None) -> None:
+    """Never returns on success. The state travels in a memfd whose number is in $CIRCUS_LINUX_UPGRADE_FD."""
+    fd = os.memfd_create("circus-upgrade-state", 0)  # no MFD_CLOEXEC: the next image reads it
+    os.write(fd, encode(state))
+    for kept in state.fds():
+        os.set_inheritable(kept, True)
+    os.environ[STATE_ENV] = str(fd)
+    args = list(argv if argv is not None else sys.orig_argv)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, *args[1:]])
+
+
+def take_state(environ: dict[str, str] | None = None) -> UpgradeState | None:
+    """In the new image: read and close the state memfd, re-mark every handed fd CLOEXEC."""
+    env = os.environ if environ is None else environ
+    raw = env.pop(STATE_ENV, None)
+    if raw is None:
+        return None
+    fd = int(raw)
+    try:
+        data = os.pread(fd, 64 * 1024 * 1024, 0)
+    finally:
+        os.close(fd)
+    state = decode(data)
+    for kept in state.fds():
+        os.set_inheritable(kept, False)
+    return state

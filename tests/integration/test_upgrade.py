@@ -1,0 +1,104 @@
+"""In-place upgrade: circusd re-executes itself with the same PID and keeps workers and listening sockets."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import threading
+from typing import Any
+
+from conftest import wait_for
+
+WORKER = (
+    "import socket, sys\n"
+    "s = socket.socket(fileno=int(sys.argv[1])); s.setblocking(True)\n"
+    "while True:\n"
+    "    c, _ = s.accept(); c.recv(1024)\n"
+    "    c.sendall(b'HTTP/1.0 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\nok'); c.close()\n"
+)
+
+
+def sections(tmp: str) -> str:
+    worker = os.path.join(tmp, "worker.py")
+    with open(worker, "w") as fh:
+        fh.write(WORKER)
+    return (
+        "[socket:web]\nhost = 127.0.0.1\nport = 0\n\n"
+        f"[watcher:web]\ncmd = {sys.executable} {worker} $(circus.sockets.web)\nnumprocesses = 3\n\n"
+        "[watcher:idle]\ncmd = sleep 600\nnumprocesses = 2\n"
+    )
+
+
+class Hammer(threading.Thread):
+    """A steady request loop on the listening socket: counts answered and failed requests."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True)
+        self.port = port
+        self.ok = 0
+        self.failed: list[str] = []
+        self.stop_flag = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop_flag.is_set():
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=10) as c:
+                    c.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                    data = c.recv(1024)
+                if data.endswith(b"ok"):
+                    self.ok += 1
+                else:
+                    self.failed.append(repr(data))
+            except OSError as exc:
+                self.failed.append(repr(exc))
+
+
+def dstats_pid(d: Any) -> int | None:
+    try:
+        reply = d.call("dstats", timeout=0.5)
+    except TimeoutError:
+        return None
+    return int(reply["info"]["pid"]) if reply.get("status") == "ok" else None
+
+
+def test_upgrade_keeps_pid_workers_and_sockets_under_load(circusd: Any, tmp_path: Any) -> None:
+    d = circusd(sections(str(tmp_path)))
+    wait_for(lambda: len(d.pids("web")) == 3 and len(d.pids("idle")) == 2, what="pools up")
+    port = next(s["port"] for s in d.call("listsockets")["sockets"] if s["name"] == "web")
+    before = {name: sorted(d.pids(name)) for name in ("web", "idle")}
+    hammer = Hammer(port)
+    hammer.start()
+    wait_for(lambda: hammer.ok >= 20, what="requests flowing")
+
+    assert d.call("upgrade")["status"] == "ok"
+    # The new image answers on the same endpoint, with the same pid, and adopted every worker.
+    wait_for(lambda: dstats_pid(d) == d.proc.pid and "adopted 5 workers" in d.log_text(), timeout=20,
+             what="new image serving")
+    served_before = hammer.ok
+    wait_for(lambda: hammer.ok >= served_before + 20, what="requests still flowing")
+    hammer.stop_flag.set()
+    hammer.join(15)
+    assert hammer.failed == [], hammer.failed[:5]
+    assert d.proc.poll() is None
+    assert {name: sorted(d.pids(name)) for name in ("web", "idle")} == before
+
+    # Reaping and respawning still work for adopted workers.
+    victim = before["idle"][0]
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: victim not in d.pids("idle") and len(d.pids("idle")) == 2, what="replacement")
+    wait_for(lambda: not os.path.exists(f"/proc/{victim}"), what="no zombie")
+
+
+def test_sigusr2_upgrades_too(circusd: Any, tmp_path: Any) -> None:
+    d = circusd("[watcher:idle]\ncmd = sleep 600\nnumprocesses = 2\n")
+    wait_for(lambda: len(d.pids("idle")) == 2, what="pool up")
+    before = sorted(d.pids("idle"))
+    d.proc.send_signal(signal.SIGUSR2)
+    wait_for(lambda: "adopted 2 workers" in d.log_text(), timeout=20, what="upgrade done")
+    wait_for(lambda: dstats_pid(d) == d.proc.pid, timeout=20, what="the new image answers")
+    assert sorted(d.pids("idle")) == before
+    assert d.stop() == 0
+    for pid in before:
+        wait_for(lambda pid=pid: not os.path.exists(f"/proc/{pid}"), what="workers stopped at the end")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
-import os
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +14,7 @@ import zmq
 import zmq.asyncio
 
 from circus_linux.control import protocol
+from circus_linux.control.auth import CommandPolicy, IpcPermissions, ServerSecurity, bind_secured
 from circus_linux.control.commands import COMMANDS, SPECS
 from circus_linux.control.commands.base import Action
 from circus_linux.control.protocol import Errno, RequestError
@@ -60,19 +62,31 @@ class Server:
         max_pending: int = 1024,
         ipc_mode: int | None = 0o600,
         ipc_owner: int | None = None,
+        ipc_perms: IpcPermissions | None = None,
+        security: ServerSecurity | None = None,
+        policy: CommandPolicy | None = None,
     ) -> None:
         self.arbiter = arbiter
         self.endpoint = endpoint
         self._context = _to_async_context(context)
         self._max_inflight = max_inflight
         self._max_pending = max_pending
-        self._ipc_mode = ipc_mode
-        self._ipc_owner = ipc_owner
+        # A local socket speaks with circusd's full authority: keep it to its owner unless told.
+        self._ipc_perms = ipc_perms or IpcPermissions(owner=ipc_owner, mode=ipc_mode)
+        self.security = security
+        self.policy = policy or CommandPolicy()
         self._socket: zmq.asyncio.Socket | None = None
         self._reader: asyncio.Task[None] | None = None
         self._clients: dict[bytes, _Client] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self.rejected = 0  # requests refused because one peer had too many pending
+        self.requests_received = 0  # frames that reached execute(), valid or not
+        self.commands_handled = 0  # requests dispatched to a command handler
+        # server-side handling time per command (parsed request -> reply built), the last 10,000 of each
+        self.latencies: dict[str, collections.deque[float]] = collections.defaultdict(
+            lambda: collections.deque(maxlen=10000)
+        )
+        self.revoked_dropped = 0  # frames from a CURVE peer whose key was revoked since it connected
 
     async def start(self) -> None:
         """Bind and start reading; raises zmq.ZMQError when the endpoint cannot be bound."""
@@ -80,17 +94,10 @@ class Server:
         sock.setsockopt(zmq.LINGER, 1000)
         sock.setsockopt(zmq.MAXMSGSIZE, HARD_FRAME_LIMIT)
         try:
-            sock.bind(self.endpoint)
-        except zmq.ZMQError:
+            bind_secured(sock, self.endpoint, self._ipc_perms, self.security)
+        except BaseException:
             sock.close(linger=0)
             raise
-        path = self.endpoint[len("ipc://") :] if self.endpoint.startswith("ipc://") else None
-        if path and not path.startswith("@"):
-            # A local socket speaks with circusd's full authority: keep it to its owner unless told.
-            if self._ipc_owner is not None:
-                os.chown(path, self._ipc_owner, -1)  # [circus] endpoint_owner
-            if self._ipc_mode is not None:
-                os.chmod(path, self._ipc_mode)
         self._socket = sock
         self._reader = asyncio.create_task(self._read_loop(), name="control-server")
 
@@ -122,17 +129,30 @@ class Server:
         received = 0
         while True:
             try:
-                frames = await self._socket.recv_multipart()
+                if self.security is None:
+                    frames = await self._socket.recv_multipart()
+                else:
+                    frames = self._authorized(await self._socket.recv_multipart(copy=False))
             except zmq.ZMQError as exc:
                 if exc.errno in (zmq.ETERM, zmq.ENOTSOCK):
                     return
                 log.warning("control: receive failed: %s", exc)
                 continue
-            self._accept(frames)
+            if frames:
+                self._accept(frames)
             received += 1
             if received % 64 == 0:
                 # awaiting an already-complete recv never yields: under a flood, let handlers run
                 await asyncio.sleep(0)
+
+    def _authorized(self, frames: list[zmq.Frame]) -> list[bytes]:
+        # ZAP checked the key at handshake; re-checking it per frame makes a revocation (reloadconfig)
+        # apply to connections that were already open, not only to new ones.
+        assert self.security is not None
+        if not frames or not self.security.peer_allowed(frames[-1].get("User-Id")):
+            self.revoked_dropped += 1
+            return []
+        return [f.bytes for f in frames]
 
     def _accept(self, frames: list[bytes]) -> None:
         # ROUTER gives [identity, body] for DEALER peers (Circus's client) and [identity, b"", body] for
@@ -182,13 +202,30 @@ class Server:
 
     async def execute(self, body: bytes) -> tuple[dict[str, Any], bool, Callable[[], Awaitable[Any]] | None]:
         """Run one request frame: (reply, cast?, work to start once the reply is out). Never raises."""
+        self.requests_received += 1
         try:
             req = protocol.parse_request(body, SPECS)
         except RequestError as exc:
             return protocol.error(exc.request_id, str(exc), exc.errno), exc.cast, None
+        refused = self.policy.refuse(req.command, req.properties)
+        if refused is not None:
+            log.warning("control: refused: %s", refused)
+            return protocol.error(req.id, refused, Errno.COMMAND_ERROR), req.cast, None
+        t0 = time.perf_counter()
+        try:
+            return await self._run(req)
+        finally:
+            self.latencies[req.command].append(time.perf_counter() - t0)
+
+    async def _run(
+        self, req: protocol.Request
+    ) -> tuple[dict[str, Any], bool, Callable[[], Awaitable[Any]] | None]:
         after = None
+        self.commands_handled += 1
         try:
             result = await COMMANDS[req.command].execute(self.arbiter, req.properties)
+            if req.command == "dstats" and isinstance(result, dict):
+                result.setdefault("info", {}).update(self.counters())
             if isinstance(result, Action):
                 action, result = result, result.immediate
                 if action.after_reply:
@@ -217,6 +254,30 @@ class Server:
             log.error("control: command %r returned %r", req.command, type(result))
             return protocol.error(req.id, "server error", Errno.BAD_MSG_DATA_ERROR), req.cast, after
         return protocol.ok(req.id, result), req.cast, after
+
+    def latency_summary(self) -> dict[str, dict[str, float]]:
+        """Per command: median and p99 of the server-side handling time of its last 10,000 calls, in ms."""
+        out = {}
+        for command, samples in self.latencies.items():
+            ordered = sorted(samples)
+
+            def pick(q: float, ordered: list[float] = ordered) -> float:
+                return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+            out[command] = {
+                "count": len(ordered), "median_ms": pick(0.5), "p99_ms": pick(0.99), "max_ms": pick(1.0),
+            }
+        return out
+
+    def counters(self) -> dict[str, Any]:
+        """Debug counters, reported by `dstats`: tests prove with them what never reached a handler."""
+        return {
+            "server_latency": self.latency_summary(),
+            "requests_received": self.requests_received,
+            "commands_handled": self.commands_handled,
+            "requests_rejected": self.rejected,
+            "revoked_dropped": self.revoked_dropped,
+        }
 
     def _spawn(self, run: Callable[[], Awaitable[Any]], what: str) -> None:
         async def background() -> None:

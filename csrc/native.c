@@ -9,8 +9,9 @@
  * Three paths (req->mode), all ending in the same child_exec():
  *   vfork  (0, default on x86_64; built but opt-in on aarch64 until run there, see cl_has_vfork_path)
  *          clone3(CLONE_VM | CLONE_VFORK | CLONE_PIDFD [| CLONE_INTO_CGROUP]) on a stack mmap()ed here.
- *          The child borrows the parent's address space, so no page table is copied (the cost that made
- *          the fork path ~2x slower than posix_spawn for a big Python parent), and the calling thread
+ *          The child borrows the parent's address space, so no page table is copied (the fork paths'
+ *          cost, which grows with the parent: ~2x posix_spawn for a 14 MB Python, ~30x for 512 MB),
+ *          and the calling thread
  *          sleeps until the child execs or exits (vfork(2): "the calling thread is suspended until the
  *          child terminates ... or it makes a call to execve(2)").  Failures come back through a struct
  *          in the parent's stack frame that the child writes before exiting: no pipe.  A raw clone3 with
@@ -37,7 +38,9 @@
  *          report struct, and calls no glibc function, so it takes no lock and touches no TLS-cached
  *          state.  It still runs with the parent thread's TLS (no CLONE_SETTLS): the stack protector
  *          reads its canary from there, which is harmless, and errno would land there, which is why
- *          the raw syscalls return -errno instead.
+ *          the raw syscalls return -errno instead.  Where x86 user shadow stacks are on, the kernel
+ *          gives a CLONE_VFORK child the parent's shadow stack; the child's one call pushes below the
+ *          parent's shadow stack pointer, which the parent never reads back.
  *   signal handlers: no.  "If CLONE_SIGHAND is not set, the child process inherits a copy of the signal
  *          handlers of the calling process at the time of the clone call.  Calls to sigaction(2)
  *          performed later by one of the processes have no effect on the other process."  So resetting

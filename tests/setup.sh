@@ -14,6 +14,8 @@ APT_PACKAGES=(
   python3-zmq python3-psutil python3-systemd python3-pyroute2 python3-cffi python3-setuptools
   python3-pytest python3-hypothesis
   procps iproute2 tmux
+  python3-prometheus-client chromium
+  libzmq3-dev
 )
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

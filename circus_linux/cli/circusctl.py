@@ -16,6 +16,9 @@ from typing import Any, TextIO
 import zmq
 
 from circus_linux import __version__
+from circus_linux.cli import multihost
+from circus_linux.control import keys as keysmod
+from circus_linux.control import multi
 from circus_linux.control.client import DEFAULT_ENDPOINT, CallError, Client
 from circus_linux.control.commands import NAMES
 
@@ -46,6 +49,8 @@ COMMAND_HELP = {
     "signal": "send a signal: signal NAME [PID [CHILDPID]] SIGNUM [--children] [--recursive]",
     "kill": "kill processes now: kill NAME [PID] [--signum SIG] [--graceful-timeout S] [--waiting]",
     "listen": "print the event stream: listen [ENDPOINT] [TOPIC...] [-n COUNT]",
+    "logs": "captured output of a watcher: logs NAME [-f] [--wid N] [--lines N] [--pubsub ENDPOINT]",
+    "keygen": "write a CURVE key pair (no circusd needed): keygen DIR [NAME]",
 }
 # `set` values Circus's own circusctl converts before sending; the rest travel as text.
 _INT_KEYS = {"numprocesses", "max_retry", "max_age", "max_age_variance", "priority"}
@@ -69,7 +74,13 @@ class UsageError(Exception):
 # ----------------------------------------------------------------------------- argument parsing
 def _globals(parser: argparse.ArgumentParser, suppress: bool) -> None:
     default = argparse.SUPPRESS if suppress else None
-    parser.add_argument("--endpoint", default=default, help="control endpoint (env CIRCUSCTL_ENDPOINT)")
+    parser.add_argument(
+        "--endpoint",
+        action="append",
+        default=default,
+        help="control endpoint (env CIRCUSCTL_ENDPOINT); repeat it to run on several hosts",
+    )
+    multihost.add_options(parser, suppress)
     parser.add_argument("--timeout", type=float, default=argparse.SUPPRESS if suppress else 5.0)
     parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS if suppress else False)
     parser.add_argument("--prettify", action="store_true", default=argparse.SUPPRESS if suppress else False)
@@ -147,6 +158,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pubsub", nargs="?", metavar="ENDPOINT", help=f"default {DEFAULT_PUBSUB}")
     p.add_argument("topics", nargs="*", metavar="TOPIC")
     p.add_argument("-n", "--count", type=int, help="exit after COUNT events")
+    p = add("logs")
+    p.add_argument("name")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines (Ctrl-C stops)")
+    p.add_argument("--wid", type=int)
+    p.add_argument("--lines", type=int, default=20, help="how many of the last lines (default 20)")
+    p.add_argument("--pubsub", help="event endpoint for -f (default: circusd's pubsub_endpoint)")
+    p.add_argument("--count", type=int, help=argparse.SUPPRESS)  # -f: exit after COUNT new lines (tests)
+    p = add("keygen")
+    p.add_argument("directory")
+    p.add_argument("keyname", nargs="?", default="client", help="file name stem (default: client)")
     return parser
 
 
@@ -329,14 +350,28 @@ def _opt(value: Any) -> str:
     return str(value)
 
 
+def _log_line(line: dict[str, Any]) -> str:
+    """One captured line as `logs` prints it: `[wid:pid] text`, stderr lines marked."""
+    mark = " (stderr)" if line.get("stream") == "stderr" else ""
+    return f"[{line.get('wid')}:{line.get('pid')}]{mark} {line.get('data', '')}"
+
+
 # ----------------------------------------------------------------------------- running
 class Controller:
     """One connection and the output settings; runs parsed commands and prints their result."""
 
     def __init__(
-        self, endpoint: str, timeout: float, as_json: bool, prettify: bool, out: TextIO, err: TextIO
+        self,
+        endpoint: str,
+        timeout: float,
+        as_json: bool,
+        prettify: bool,
+        out: TextIO,
+        err: TextIO,
+        keys: keysmod.ClientKeys | None = None,
     ):
         self.endpoint = endpoint
+        self.keys = keys
         self.timeout = timeout
         self.as_json = as_json
         self.prettify = prettify
@@ -347,7 +382,7 @@ class Controller:
     @property
     def client(self) -> Client:
         if self._client is None:
-            self._client = Client(self.endpoint, self.timeout)
+            self._client = Client(self.endpoint, self.timeout, keys=self.keys)
         return self._client
 
     def close(self) -> None:
@@ -358,6 +393,8 @@ class Controller:
     def run(self, ns: argparse.Namespace) -> int:
         if ns.command == "listen":
             return self.listen(ns.pubsub or DEFAULT_PUBSUB, ns.topics, ns.count)
+        if ns.command == "logs":
+            return self.logs(ns)
         try:
             command, props = to_request(ns)
         except UsageError as exc:
@@ -386,6 +423,8 @@ class Controller:
         ctx: zmq.Context = zmq.Context.instance()
         sock = ctx.socket(zmq.SUB)
         sock.setsockopt(zmq.LINGER, 0)
+        if self.keys is not None:  # the event stream is CURVE-protected like the control channel
+            self.keys.apply(sock)
         for topic in topics or [""]:
             sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
         sock.connect(endpoint)
@@ -399,6 +438,61 @@ class Controller:
                     with contextlib.suppress(ValueError):
                         body = json.dumps(json.loads(body), indent=2, sort_keys=True)
                 print(f"{topic}: {body}", file=self.out, flush=True)
+                seen += 1
+        except KeyboardInterrupt:
+            pass
+        finally:
+            sock.close()
+        return 0
+
+    def logs(self, ns: argparse.Namespace) -> int:
+        """Print the last lines; with -f subscribe first, then keep printing and renewing the follow lease."""
+        props: dict[str, Any] = {"name": ns.name, "lines": max(ns.lines, 0)}
+        if ns.wid is not None:
+            props["wid"] = ns.wid
+        try:
+            if not ns.follow:
+                for line in self.client.call("logs", **props).get("lines", []):
+                    print(_log_line(line), file=self.out)
+                return 0
+            return self._follow(ns, props)
+        except CallError as exc:
+            print(f"error: {exc}", file=self.err)
+            self.close()
+            return 1
+
+    def _follow(self, ns: argparse.Namespace, props: dict[str, Any]) -> int:
+        endpoint = ns.pubsub or self.client.call("globaloptions").get("options", {}).get("pubsub_endpoint")
+        sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.SUB)
+        sock.setsockopt(zmq.LINGER, 0)
+        if self.keys is not None:
+            self.keys.apply(sock)
+        topics = {f"watcher.{ns.name}.stdout", f"watcher.{ns.name}.stderr"}
+        for topic in topics:
+            sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
+        sock.connect(endpoint or DEFAULT_PUBSUB)
+        # Subscribed before asking for the backlog, so no line falls between the two; the lease makes
+        # circusd publish each line (publish = auto) and is renewed well before it runs out.
+        lease, renew_every = 15.0, 5.0
+        reply = self.client.call("logs", follow=lease, **props)
+        for line in reply.get("lines", []):
+            print(_log_line(line), file=self.out, flush=True)
+        seen, renewed = 0, time.monotonic()
+        try:
+            while ns.count is None or seen < ns.count:
+                if time.monotonic() - renewed > renew_every:
+                    self.client.call("logs", name=ns.name, lines=0, follow=lease)
+                    renewed = time.monotonic()
+                if not sock.poll(1000):
+                    continue
+                frames = sock.recv_multipart()
+                if frames[0].decode(errors="replace") not in topics or len(frames) < 2:
+                    continue
+                event = json.loads(frames[-1])
+                if ns.wid is not None and event.get("wid") != ns.wid:
+                    continue
+                event["stream"] = frames[0].decode().rsplit(".", 1)[-1]
+                print(_log_line(event), file=self.out, flush=True)
                 seen += 1
         except KeyboardInterrupt:
             pass
@@ -499,8 +593,46 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
         ns = parse(parser, argv)
     except SystemExit as exc:
         return int(exc.code or 0)
-    endpoint = ns.endpoint or os.environ.get("CIRCUSCTL_ENDPOINT") or DEFAULT_ENDPOINT
-    controller = Controller(endpoint, ns.timeout, ns.json, ns.prettify, out, err)
+    if ns.command == "keygen":
+        return multihost.keygen(ns.directory, ns.keyname, out, err)
+    tunnel = multihost.SshTunnel(ns.ssh, ns.ssh_keyfile) if ns.ssh else None
+    try:
+        return _run(ns, parser, out, err, tunnel)
+    except (keysmod.KeyError_, multi.HostsFileError, ValueError) as exc:
+        print(f"error: {exc}", file=err)
+        return 2
+    finally:
+        if tunnel is not None:
+            tunnel.close()
+
+
+def _run(
+    ns: argparse.Namespace,
+    parser: argparse.ArgumentParser,
+    out: TextIO,
+    err: TextIO,
+    tunnel: multihost.SshTunnel | None,
+) -> int:
+    endpoints = list(ns.endpoint or [])
+    if ns.hosts:  # server keys come from the file's third column (or --server-key for every host)
+        client_key = ns.client_key or os.environ.get("CIRCUSCTL_CLIENT_KEY") or None
+        server_key = ns.server_key or os.environ.get("CIRCUSCTL_SERVER_KEY") or None
+        hosts = multi.load_hosts(ns.hosts, client_key, server_key)
+    keys = None if ns.hosts else keysmod.client_keys_from(ns.server_key, ns.client_key)
+    if ns.hosts or len(endpoints) > 1:
+        if not ns.hosts:
+            hosts = multi.hosts_from_endpoints(endpoints, keys)
+        if ns.host:
+            hosts = multi.select(hosts, ns.host)
+        if tunnel is not None:
+            hosts = [multi.Host(h.name, tunnel.forward(h.endpoint), h.keys) for h in hosts]
+        return _run_hosts(ns, hosts, out, err)
+    endpoint = endpoints[0] if endpoints else os.environ.get("CIRCUSCTL_ENDPOINT") or DEFAULT_ENDPOINT
+    if tunnel is not None:
+        endpoint = tunnel.forward(endpoint)
+        if ns.command == "listen" and ns.pubsub:
+            ns.pubsub = tunnel.forward(ns.pubsub)
+    controller = Controller(endpoint, ns.timeout, ns.json, ns.prettify, out, err, keys=keys)
     try:
         if ns.command is None:
             Shell(controller, parser).cmdloop()
@@ -508,6 +640,22 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
         return controller.run(ns)
     finally:
         controller.close()
+
+
+def _run_hosts(ns: argparse.Namespace, hosts: list[multi.Host], out: TextIO, err: TextIO) -> int:
+    if ns.command is None:
+        print("error: the interactive shell talks to one host: give a command, or one --endpoint", file=err)
+        return 2
+    if ns.command == "listen":
+        return multihost.listen_hosts(hosts, ns.topics, ns.count, ns.timeout, ns.prettify, out)
+    try:
+        command, props = to_request(ns)
+    except UsageError as exc:
+        print(f"error: {exc}", file=err)
+        return 2
+    return multihost.run_hosts(
+        hosts, command, props, ns.timeout, ns.json, ns.prettify, out, err, render, _stats_rows, _STATS_HEADER
+    )
 
 
 if __name__ == "__main__":

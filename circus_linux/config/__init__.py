@@ -21,6 +21,7 @@ from circus_linux.config.model import (
     SystemdMode,
     WatcherConfig,
 )
+from circus_linux.config.sections import parse_watcher_option
 from circus_linux.config.substitute import render, watcher_context
 
 
@@ -45,6 +46,7 @@ __all__ = [
     "diff",
     "load",
     "loads",
+    "parse_watcher_option",
     "render",
     "watcher_context",
 ]

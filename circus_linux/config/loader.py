@@ -13,8 +13,10 @@ nothing only a warning. A file including itself directly or through others by a 
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
+import stat
 from collections.abc import Mapping
 
 from circus_linux.config import ini
@@ -33,8 +35,7 @@ _SECTION_KINDS = ("watcher:", "socket:", "plugin:")
 def load(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
     path = os.fspath(path)
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        text = _read_regular(path)
     except (OSError, UnicodeDecodeError) as exc:
         issue = ConfigIssue(path, None, None, f"cannot read config file: {_reason(exc)}")
         raise ConfigError([issue]) from None
@@ -64,6 +65,20 @@ def loads(text: str, path: str = STRING_PATH, environ: Mapping[str, str] | None 
         warnings=tuple(str(w) for w in col.warnings),
         files=tuple(read),
     )
+
+
+def _read_regular(path: str) -> str:
+    """The text of a regular file; OSError for anything else.
+
+    A FIFO named as a config or include would block open()/read() until a writer comes (forever, freezing
+    circusd's loop on `reloadconfig`); /dev/zero would never end. O_NONBLOCK makes the open of a FIFO
+    return at once, and fstat then refuses whatever is not a regular file.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with open(fd, encoding="utf-8", closefd=True) as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        return f.read()
 
 
 def _reason(exc: BaseException) -> str:
@@ -130,8 +145,7 @@ def _read_tree(
                 col.errors.append(ConfigIssue(entry.file, "circus", entry.key, msg, entry.line))
             continue
         try:
-            with open(target, encoding="utf-8") as f:
-                child = f.read()
+            child = _read_regular(target)
         except (OSError, UnicodeDecodeError) as exc:
             col.errors.append(ConfigIssue(entry.file, "circus", entry.key,
                                           f"cannot read included file {target}: {_reason(exc)}", entry.line))

@@ -40,6 +40,13 @@ class CircusConfig:
     logoutput: str | None = None
     loggerconfig: str | None = None
     endpoint_owner: int | None = None  # uid (names resolved at load)
+    endpoint_group: int | None = None  # gid of ipc:// sockets (names resolved at load)
+    endpoint_mode: int | None = None  # ipc:// socket mode; None = 0600, or 0660 with endpoint_group
+    curve_secret_key: str | None = None  # .key_secret file: every endpoint then requires CURVE
+    curve_authorized_keys: str | None = None  # directory of clients' public .key files
+    insecure: bool = False  # allow a non-loopback tcp endpoint without CURVE (logged loudly)
+    allow_spawn_changes: bool = True  # false: `add` and spawn-affecting `set` keys refused on the wire
+    disabled_commands: tuple[str, ...] = ()  # commands refused on the wire
     debug: bool = False
     cgroup_root: str | None = None
     httpd: bool = False
@@ -176,6 +183,7 @@ class PluginConfig:
     use: str
     options: Mapping[str, str] = field(default_factory=dict)  # every key but `use`
     raw: Mapping[str, str] = field(default_factory=dict)
+    cmd: str | None = None  # a non-Python plugin's command line, given instead of `use` (then use == "")
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from circus_linux.config.model import (
     WatcherConfig,
 )
 from circus_linux.config.substitute import referenced_sockets
-from circus_linux.errors import ConfigIssue
+from circus_linux.errors import ConfigError, ConfigIssue
 
 T = TypeVar("T")
 
@@ -117,6 +117,13 @@ def build_circus(sec: Section | None, col: Collector) -> CircusConfig:
         logoutput=r.text("logoutput") or None,
         loggerconfig=r.text("loggerconfig") or None,
         endpoint_owner=r.take("endpoint_owner", v.parse_uid, None),
+        endpoint_group=r.take("endpoint_group", v.parse_gid, None),
+        endpoint_mode=r.take("endpoint_mode", v.parse_octal, None),
+        curve_secret_key=r.text("curve_secret_key") or None,
+        curve_authorized_keys=r.text("curve_authorized_keys") or None,
+        insecure=r.take("insecure", v.parse_bool, d.insecure),
+        allow_spawn_changes=r.take("allow_spawn_changes", v.parse_bool, d.allow_spawn_changes),
+        disabled_commands=v.split_list(r.text("disabled_commands") or ""),
         debug=r.take("debug", v.parse_bool, d.debug),
         cgroup_root=r.text("cgroup_root") or None,
         httpd=r.take("httpd", v.parse_bool, d.httpd),
@@ -124,12 +131,57 @@ def build_circus(sec: Section | None, col: Collector) -> CircusConfig:
         httpd_port=r.take("httpd_port", _int(0, 65535), d.httpd_port),
         raw={k: e.value for k, e in sec.entries.items()},
     )
+    _check_exposure(r, cfg)
     for e in r.rest():
         if e.key in _CIRCUS_UNUSED:
             r.warn_at(e, f"accepted but ignored: {_CIRCUS_UNUSED[e.key]}")
         else:
             r.warn_at(e, "unknown [circus] option, ignored")
     return cfg
+
+
+_LOOPBACK_HOSTS = frozenset({"localhost", "::1", "[::1]", "ip6-localhost"})
+
+
+def is_exposed_endpoint(endpoint: str) -> bool:
+    """True for a tcp:// endpoint other peers can reach: any address but 127.0.0.0/8, ::1, localhost.
+
+    Wildcards (`*`, 0.0.0.0) and interface names count as exposed; ipc:// and inproc:// never are.
+    """
+    if not endpoint.startswith("tcp://"):
+        return False
+    host = endpoint[len("tcp://"):].rpartition(":")[0]
+    host = host.rpartition(";")[2]  # tcp://source;dest:port: only the bound address matters
+    return not (host in _LOOPBACK_HOSTS or re.fullmatch(r"127(\.\d{1,3}){3}", host))
+
+
+def _check_exposure(r: SectionReader, cfg: CircusConfig) -> None:
+    # The control channel runs any command as circusd's user (root): reachable from the network only
+    # with CURVE, or with an explicit, loudly logged `insecure = true`.
+    if cfg.curve_secret_key and not cfg.curve_authorized_keys:
+        r.error("curve_secret_key needs curve_authorized_keys (a directory of clients' public keys)",
+                "curve_authorized_keys")
+    if cfg.curve_authorized_keys and not cfg.curve_secret_key:
+        r.error("curve_authorized_keys needs curve_secret_key (the server's .key_secret file)",
+                "curve_secret_key")
+    for key in ("endpoint", "pubsub_endpoint", "stats_endpoint"):
+        endpoint = getattr(cfg, key)
+        if not is_exposed_endpoint(endpoint) or cfg.curve_secret_key:
+            continue
+        e = r.sec.entries.get(key)
+        if cfg.insecure:
+            msg = (f"{endpoint} is reachable from the network WITHOUT authentication "
+                   "(insecure = true): anyone who can connect controls circusd")
+            if e is not None:
+                r.warn_at(e, msg)
+            continue
+        msg = (f"{endpoint} is not a loopback address: refusing to listen there without authentication; "
+               "set curve_secret_key and curve_authorized_keys, bind 127.0.0.1 or an ipc:// path, "
+               "or set insecure = true")
+        if e is not None:
+            r.error_at(e, msg)
+        else:
+            r.error(msg, key)
 
 
 # ---------------------------------------------------------------- [watcher:NAME]
@@ -140,6 +192,7 @@ HOOK_NAMES = frozenset({
 })
 STREAM_CLASSES = frozenset({
     "FileStream", "WatchedFileStream", "TimedRotatingFileStream", "StdoutStream", "FancyStdoutStream",
+    "JournalStream", "journal", "journal-direct",  # circus_linux.streams.journal (journald)
 })
 _ROTATE_WHEN = re.compile(r"(?i)s|m|h|d|midnight|w[0-6]")
 _STREAM_OPTION_PARSERS: dict[str, Callable[[str], Any]] = {
@@ -154,7 +207,7 @@ _STREAM_OPTION_PARSERS: dict[str, Callable[[str], Any]] = {
 _WATCHER_SIMPLE: dict[str, Callable[[str], Any]] = {
     "args": _text, "working_dir": _text, "shell_args": _text, "executable": _text,
     "virtualenv": _text, "virtualenv_py_ver": _text,
-    "numprocesses": _int(0), "warmup_delay": _float(0), "shell": v.parse_bool,
+    "numprocesses": v.parse_count, "warmup_delay": _float(0), "shell": v.parse_bool,
     "uid": v.parse_uid, "gid": v.parse_gid, "umask": v.parse_octal,
     "copy_env": v.parse_bool, "copy_path": v.parse_bool,
     "close_child_stdin": v.parse_bool, "close_child_stdout": v.parse_bool, "close_child_stderr": v.parse_bool,
@@ -411,7 +464,18 @@ def build_plugin(sec: Section, name: str, col: Collector) -> PluginConfig | None
     r = SectionReader(sec, col)
     use = r.entry("use")
     if use is None or not use.value.strip():
-        r.error("plugin without use: expected use = package.module.Class", key="use")
+        cmd = sec.entries.get("cmd")
+        if cmd is not None and cmd.value.strip():
+            # A plugin in any language: its own command line, speaking only the wire (docs/PLUGINS.md).
+            r.used.add("cmd")
+            return PluginConfig(
+                name=name,
+                use="",
+                options={e.key: e.value for e in r.rest()},
+                raw={k: e.value for k, e in sec.entries.items()},
+                cmd=cmd.value.strip(),
+            )
+        r.error("plugin without use: expected use = package.module.Class (or cmd = ...)", key="use")
         return None
     try:
         target = map_plugin_class(v.parse_dotted(use.value))
@@ -424,3 +488,22 @@ def build_plugin(sec: Section, name: str, col: Collector) -> PluginConfig | None
         options={e.key: e.value for e in r.rest()},
         raw={k: e.value for k, e in sec.entries.items()},
     )
+
+
+def parse_watcher_option(watcher: str, key: str, value: Any) -> tuple[str, Any]:
+    """One watcher option given live (`set`): (field, parsed value), with the ini parsers.
+
+    Handles the plain keys and the cgroup limit keys; a cgroup key's field is ``cgroup.<key>``. Values that
+    are already typed (int, float, bool from Circus's circusctl) are parsed from their text. Raises
+    ConfigError naming the key; KeyError for a key it does not know (the caller keeps it as free-form).
+    """
+    parser = _CGROUP_KEYS.get(key)
+    field_name = f"cgroup.{key}"
+    if parser is None:
+        parser = _WATCHER_SIMPLE[key]
+        field_name = key
+    text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    try:
+        return field_name, parser(text)
+    except ValueError as exc:
+        raise ConfigError([ConfigIssue("<set>", f"watcher:{watcher}", key, str(exc))]) from None

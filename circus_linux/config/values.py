@@ -32,15 +32,30 @@ def parse_bool(text: str) -> bool:
     raise ValueError(f"expected a boolean (true/false/yes/no/on/off/1/0), {_got(text)}")
 
 
+# What a kernel interface can hold: rlim_t/u64 counters are capped below 2**63 (RLIM_INFINITY is all ones),
+# uid_t/gid_t are 32-bit with (uid_t)-1 reserved, pids never exceed PID_MAX_LIMIT (include/linux/threads.h).
+INT64_MAX = (1 << 63) - 1
+ID_MAX = (1 << 32) - 2
+PID_MAX_LIMIT = 1 << 22
+_ASCII_INT = re.compile(r"[+-]?[0-9]+")
+
+
 def parse_int(text: str, minimum: int | None = None, maximum: int | None = None) -> int:
-    try:
-        value = int(text.strip(), 10)
-    except ValueError:
-        value = None
+    # int() alone would also take "1_000" and non-ASCII digits ("١٢"): not numbers a reader sees as such
+    raw = text.strip()
+    value = int(raw, 10) if _ASCII_INT.fullmatch(raw) else None
     too_low = value is not None and minimum is not None and value < minimum
     too_high = value is not None and maximum is not None and value > maximum
     if value is None or too_low or too_high:
         raise ValueError(f"expected an integer{_bounds(minimum, maximum)}, {_got(text)}")
+    return value
+
+
+def parse_count(text: str) -> int:
+    """numprocesses: an integer >= 0 that can be satisfied (no machine runs more than PID_MAX_LIMIT pids)."""
+    value = parse_int(text, 0)
+    if value > PID_MAX_LIMIT:
+        raise ValueError(f"expected an integer between 0 and {PID_MAX_LIMIT} (PID_MAX_LIMIT), {_got(text)}")
     return value
 
 
@@ -112,7 +127,10 @@ def parse_bytes_or_max(text: str) -> int | Literal["max"]:
     m = re.fullmatch(r"(\d+)\s*([kmgt]?)(?:i?b)?", raw)
     if not m:
         raise ValueError(f"expected a size in bytes with optional K/M/G/T suffix, or 'max', {_got(text)}")
-    return int(m.group(1)) * _SIZE_UNITS[m.group(2)]
+    value = int(m.group(1)) * _SIZE_UNITS[m.group(2)]
+    if value > INT64_MAX:
+        raise ValueError(f"expected a size below 8 EiB, or 'max', {_got(text)}")
+    return value
 
 
 # cgroup v2 cpu.max: period in [1ms, 1s], quota at least 1ms (kernel Documentation/admin-guide/cgroup-v2.rst)
@@ -155,13 +173,14 @@ def parse_weight(text: str) -> int:
     return parse_int(text, 1, 10000)
 
 
-def parse_int_or_max(text: str) -> int | Literal["max"]:
+def parse_int_or_max(text: str, maximum: int = PID_MAX_LIMIT) -> int | Literal["max"]:
+    """pids_max: an integer in 0..PID_MAX_LIMIT (what the kernel's pids.max accepts) or 'max'."""
     if text.strip().lower() == MAX:
         return MAX
     try:
-        return parse_int(text, 0)
+        return parse_int(text, 0, maximum)
     except ValueError:
-        raise ValueError(f"expected an integer >= 0 or 'max', {_got(text)}") from None
+        raise ValueError(f"expected an integer between 0 and {maximum} or 'max', {_got(text)}") from None
 
 
 def rlimit_resource(name: str) -> int:
@@ -179,26 +198,33 @@ def parse_rlimit(text: str) -> int:
     if raw in ("unlimited", "infinity", "inf", "-1"):
         return resource.RLIM_INFINITY
     try:
-        return parse_int(raw, 0)
+        return parse_int(raw, 0, INT64_MAX)
     except ValueError:
-        raise ValueError(f"expected an integer >= 0 or 'unlimited', {_got(text)}") from None
+        raise ValueError(f"expected an integer between 0 and 2**63-1 or 'unlimited', {_got(text)}") from None
 
 
 def parse_uid(text: str) -> int:
     """A user by number or name; names are resolved through pwd (the only lookup config does)."""
     raw = text.strip()
-    if raw.isdigit():
-        return int(raw)
+    if raw.isascii() and raw.isdigit():
+        return _id_number(raw, "uid")
     try:
         return pwd.getpwnam(raw).pw_uid
     except KeyError:
         raise ValueError(f"expected a user name or uid, got unknown user {raw!r}") from None
 
 
+def _id_number(raw: str, what: str) -> int:
+    value = int(raw)
+    if value > ID_MAX:
+        raise ValueError(f"expected a {what} between 0 and {ID_MAX}, got {raw!r}")
+    return value
+
+
 def parse_gid(text: str) -> int:
     raw = text.strip()
-    if raw.isdigit():
-        return int(raw)
+    if raw.isascii() and raw.isdigit():
+        return _id_number(raw, "gid")
     try:
         return grp.getgrnam(raw).gr_gid
     except KeyError:

@@ -10,6 +10,7 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
+from circus_linux.control.keys import ClientKeys
 from circus_linux.control.protocol import make_request
 from circus_linux.errors import CircusError
 
@@ -53,6 +54,7 @@ class Client:
         endpoint: str = DEFAULT_ENDPOINT,
         timeout: float = DEFAULT_TIMEOUT,
         context: zmq.Context | None = None,
+        keys: ClientKeys | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
@@ -60,6 +62,8 @@ class Client:
         self._socket = self._context.socket(zmq.DEALER)
         self._socket.setsockopt(zmq.IDENTITY, uuid.uuid4().hex.encode())
         self._socket.setsockopt(zmq.LINGER, 0)
+        if keys is not None:  # CURVE: an unauthorized key gets no reply at all, hence a timeout
+            keys.apply(self._socket)
         self._socket.connect(endpoint)
 
     def __enter__(self) -> Client:
@@ -106,6 +110,7 @@ class AsyncClient:
         endpoint: str = DEFAULT_ENDPOINT,
         timeout: float = DEFAULT_TIMEOUT,
         context: zmq.asyncio.Context | None = None,
+        keys: ClientKeys | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
@@ -113,6 +118,8 @@ class AsyncClient:
         self._socket = self._context.socket(zmq.DEALER)
         self._socket.setsockopt(zmq.IDENTITY, uuid.uuid4().hex.encode())
         self._socket.setsockopt(zmq.LINGER, 0)
+        if keys is not None:  # CURVE: an unauthorized key gets no reply at all, hence a timeout
+            keys.apply(self._socket)
         self._socket.connect(endpoint)
 
     async def __aenter__(self) -> AsyncClient:

@@ -100,4 +100,7 @@ def watcher_info(process: Any) -> dict[str, Any] | str:
     if isinstance(info, dict) and isinstance(argv, list) and not info.get("cmdline"):
         # /proc/<pid>/cmdline reads empty while the worker is being torn down; we know what we exec'd.
         info["cmdline"] = " ".join(argv)
+    status = getattr(process, "status_text", None)
+    if isinstance(info, dict) and status is not None:
+        info["notify_status"] = status  # the worker's last STATUS= on its notify socket
     return info

@@ -9,6 +9,8 @@ from typing import Any
 
 import zmq
 
+from circus_linux.control.auth import IpcPermissions, ServerSecurity, bind_secured
+
 log = logging.getLogger(__name__)
 
 
@@ -28,8 +30,18 @@ class Publisher:
     send queue is full the event is dropped and counted in `dropped`, rather than stalling circusd.
     """
 
-    def __init__(self, endpoint: str, context: zmq.Context | None = None, *, hwm: int = 10000) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        context: zmq.Context | None = None,
+        *,
+        hwm: int = 10000,
+        ipc_perms: IpcPermissions | None = None,
+        security: ServerSecurity | None = None,
+    ) -> None:
         self.endpoint = endpoint
+        self._ipc_perms = ipc_perms or IpcPermissions(mode=0o600)
+        self._security = security  # CURVE: only subscribers with an authorized key receive anything
         self._context = _sync_context(context)
         self._hwm = hwm
         self._socket: zmq.Socket | None = None
@@ -42,8 +54,8 @@ class Publisher:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SNDHWM, self._hwm)
         try:
-            sock.bind(self.endpoint)
-        except zmq.ZMQError:
+            bind_secured(sock, self.endpoint, self._ipc_perms, self._security)
+        except BaseException:
             sock.close()
             raise
         self._socket = sock

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import zmq
 
+from circus_linux.config.sections import is_exposed_endpoint
+from circus_linux.control.auth import CommandPolicy, IpcPermissions, ServerSecurity, ZapHandler
+from circus_linux.control.commands import NAMES
 from circus_linux.control.publisher import Publisher
 from circus_linux.control.server import Server
+from circus_linux.control.statsstream import StatsStream
+
+log = logging.getLogger(__name__)
 
 
 class ControlService:
-    """What circusd starts and closes: the ROUTER at `endpoint`, the PUB at `pubsub_endpoint`.
+    """What circusd starts and closes: the ROUTER at `endpoint`, the PUB at `pubsub_endpoint`, the stats
+    XPUB at `stats_endpoint`.
 
     The publisher is registered as a listener of the arbiter's events (`arbiter.listeners`), so the
     runtime keeps knowing nothing about zmq.
@@ -21,13 +29,73 @@ class ControlService:
         self.arbiter = arbiter
         self.context = context or zmq.Context()
         self._own_context = context is None
-        self.publisher = Publisher(circus.pubsub_endpoint, self.context)
-        self.server = Server(
-            arbiter, circus.endpoint, self.context, ipc_owner=getattr(circus, "endpoint_owner", None)
+        # Raises SecurityError (circusd exits 2 with the message) for an unusable key or command name.
+        self.ipc_perms = IpcPermissions.from_config(circus)
+        self.security = ServerSecurity.from_config(circus)  # stats/other PUBs: self.security.apply(sock)
+        self.policy = CommandPolicy.from_config(circus, frozenset(NAMES))
+        self.zap = None if self.security is None else ZapHandler(self.context, self.security.keyring)
+        self.publisher = Publisher(
+            circus.pubsub_endpoint, self.context, ipc_perms=self.ipc_perms, security=self.security
         )
+        self.server = Server(
+            arbiter,
+            circus.endpoint,
+            self.context,
+            ipc_perms=self.ipc_perms,
+            security=self.security,
+            policy=self.policy,
+        )
+        self.stats: StatsStream | None = None
+        if getattr(circus, "stats_endpoint", None):
+            self.stats = StatsStream(
+                arbiter, circus.stats_endpoint, self.context, ipc_perms=self.ipc_perms, security=self.security
+            )
         self._started = False
+        self._circus = circus
+        self.web: Any = None  # circus_linux.web.service.WebService when [circus] httpd = true
+
+    def _on_event(self, topic: str, payload: dict[str, Any]) -> None:
+        # reloadconfig and SIGHUP both end with this event: re-read the authorized keys then, so a
+        # removed key file stops new handshakes (and, on the control socket, every further frame).
+        if topic != "arbiter.config_reloaded" or self.security is None:
+            return
+        circus = getattr(getattr(self.arbiter, "config", None), "circus", None)
+        directory = getattr(circus, "curve_authorized_keys", None)
+        if directory:
+            self.security.keyring.directory = directory
+        added, removed = self.security.keyring.reload()
+        log.info(
+            "authorized keys re-read from %s: %d key(s); added %s, revoked %s",
+            self.security.keyring.directory,
+            len(self.security.keyring.keys),
+            ", ".join(added) or "none",
+            ", ".join(removed) or "none",
+        )
+
+    def _warn_exposure(self) -> None:
+        if self.security is not None:
+            log.info(
+                "CURVE authentication on every endpoint; %d authorized key(s) in %s",
+                len(self.security.keyring.keys),
+                self.security.keyring.directory,
+            )
+            return
+        circus = self._circus
+        for endpoint in (circus.endpoint, circus.pubsub_endpoint, circus.stats_endpoint):
+            if is_exposed_endpoint(endpoint):
+                log.warning(
+                    "INSECURE: %s is reachable from the network without authentication (insecure = true): "
+                    "anyone who can connect can run any command as this user",
+                    endpoint,
+                )
 
     async def start(self) -> None:
+        self._warn_exposure()
+        # The ZAP handler must answer before the first CURVE socket binds: without one, libzmq lets
+        # every CURVE peer in.
+        if self.zap is not None:
+            self.zap.start()
+        self.arbiter.listeners.append(self._on_event)
         self.publisher.start()
         self.arbiter.listeners.append(self.publisher.emit)
         try:
@@ -37,11 +105,32 @@ class ControlService:
             self.publisher.close()
             raise
         self._started = True
+        if self.stats is not None:
+            try:
+                self.stats.start()
+            except (zmq.ZMQError, OSError) as exc:  # stats are a nicety: circusd runs on without them
+                log.error("stats stream not started on %s: %s", self.stats.endpoint, exc)
+                self.stats = None
+        if getattr(self._circus, "httpd", False):
+            # Imported here: a circusd without httpd never loads the dashboard. Buttons go through
+            # server.execute, the very dispatch ZeroMQ requests take.
+            from circus_linux.web.service import WebService
+
+            self.web = WebService(self.arbiter, self._circus, self.server.execute)
+            await self.web.start()
 
     async def close(self) -> None:
-        if self.publisher.emit in self.arbiter.listeners:
-            self.arbiter.listeners.remove(self.publisher.emit)
+        if self.web is not None:
+            await self.web.close()
+            self.web = None
+        for listener in (self.publisher.emit, self._on_event):
+            if listener in self.arbiter.listeners:
+                self.arbiter.listeners.remove(listener)
+        if self.stats is not None:
+            await self.stats.close()
         await self.server.close()
         self.publisher.close()
+        if self.zap is not None:
+            await self.zap.close()
         if self._own_context:
             self.context.term()

@@ -19,9 +19,12 @@ from circus_linux.kernel import native
 from circus_linux.kernel.notify import Notifier, NotifyServer, watchdog_usec
 from circus_linux.kernel.sockets import listen_fds
 from circus_linux.runtime import upgrade as handover
+from circus_linux.runtime.plugins import apply_plugin_changes, plugin_watchers, start_plugin_watchers
 from circus_linux.runtime.process import Process
+from circus_linux.runtime.sdnotify import SafeNotifier
 from circus_linux.runtime.signals import SignalReader
 from circus_linux.runtime.sockets import SocketRegistry
+from circus_linux.runtime.streams import StreamHub
 from circus_linux.runtime.watcher import Watcher, WatcherServices
 
 log = logging.getLogger("circus_linux.arbiter")
@@ -45,7 +48,9 @@ class Arbiter:
     ) -> None:
         self.config = config
         self._emit_cb = emit
-        self.notifier = notifier or Notifier.from_environ(unset=True)
+        # NOTIFY_SOCKET stays in our environment: spawnspec strips it from every worker that is not a notify
+        # one, and an in-place upgrade (execve) must find it again to keep talking to systemd.
+        self.notifier = notifier or SafeNotifier.from_environ()
         self.cgroups = cgroups  # runtime.cgroups.CgroupManager or None
         self.watchers: dict[str, Watcher] = {}
         self.sockets = SocketRegistry(self.notifier)
@@ -61,12 +66,15 @@ class Arbiter:
         self.ready = False
         self._shut_down = False
         self.upgrade_requested = False
+        self._status_dirty = asyncio.Event()
         self.reaped_orphans = 0
         self.listeners: list[Emit] = []
+        self.streams = StreamHub(self.emit)  # captured stdout/stderr: sinks, tail ring, line events
 
     # ------------------------------------------------------------------ events
     def emit(self, topic: str, payload: dict[str, Any]) -> None:
         payload.setdefault("time", time.time())
+        self._status_dirty.set()
         if self._emit_cb is not None:
             try:
                 self._emit_cb(topic, payload)
@@ -98,6 +106,9 @@ class Arbiter:
             self.cgroups.setup(self.emit)  # oom/limit events leave through emit
         for cfg in self.config.watchers:
             self._make_watcher(cfg)
+        # [plugin:NAME] sections run as singleton watchers `plugin:NAME` (runtime.plugins), started first.
+        for cfg in plugin_watchers(self.config):
+            self._make_watcher(cfg)
         if handed is not None:
             self._adopt(handed)
 
@@ -113,12 +124,17 @@ class Arbiter:
                     os.close(proc.pidfd)
                 continue
             watcher.adopt(state)
+            for proc in state.processes:
+                for kind, fd in proc.pipes.items():
+                    self.streams.adopt(watcher.config, kind, fd, proc.pid, proc.wid)
         log.info("upgrade: adopted %d workers", sum(len(w.processes) for w in handed.watchers.values()))
         self._reap_all()  # whatever died while we were exec'ing
 
     def _ensure_notify_server(self, loop: asyncio.AbstractEventLoop | None = None) -> str:
         if self._notify_server is None:
-            self._notify_server = NotifyServer()
+            # Abstract namespace: no file to place, clean up or chmod for workers of other uids; senders
+            # are told apart by their kernel-given pid, never by who could reach the name.
+            self._notify_server = NotifyServer(abstract=True)
             (loop or asyncio.get_running_loop()).add_reader(self._notify_server.fileno(), self._on_notify)
         return self._notify_server.address
 
@@ -131,6 +147,8 @@ class Arbiter:
             all_sockets=self.sockets.names,
             notify_socket=self._notify_server.address if self._notify_server else None,
             cgroup=(self.cgroups.for_watcher if self.cgroups is not None else (lambda name: None)),
+            arbiter=self,
+            streams=self.streams,
         )
 
     def _make_watcher(self, cfg: Any) -> Watcher:
@@ -144,8 +162,9 @@ class Arbiter:
 
     async def start(self) -> None:
         """Start every autostart watcher in priority order, then tell systemd we are ready."""
+        plugins = await start_plugin_watchers(self.watchers.values())
         for watcher in _ordered(list(self.watchers.values())):
-            if watcher.config.autostart:
+            if watcher.config.autostart and watcher not in plugins:
                 await watcher.start(wait=True)
         self.ready = True
         self.emit("arbiter.ready", {"watchers": list(self.watchers)})
@@ -184,7 +203,8 @@ class Arbiter:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        return handover.snapshot(self)
+        pipes = await self.streams.freeze()
+        return handover.snapshot(self, pipes)
 
     def thaw(self) -> None:
         """The exec failed: carry on as before."""
@@ -192,6 +212,7 @@ class Arbiter:
         self._stop_requested.clear()
         for watcher in self.watchers.values():
             watcher.thaw()
+        self.streams.thaw()
         self._own(self._status_loop())
         self.notifier.notify("READY=1", STATUS=self.status_line())
 
@@ -217,6 +238,7 @@ class Arbiter:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self._reap_all()
+        await self.streams.close()  # every pipe read to its end (bounded), every sink flushed
         loop = asyncio.get_running_loop()
         if self._notify_server is not None:
             loop.remove_reader(self._notify_server.fileno())
@@ -237,19 +259,23 @@ class Arbiter:
 
     # ------------------------------------------------------------------ systemd
     def status_line(self) -> str:
-        running = sum(len(w.live()) for w in self.watchers.values())
+        running = sum(w.live_count() for w in self.watchers.values())
         wanted = sum(w.numprocesses for w in self.watchers.values() if w.state.value != "stopped")
         active = sum(1 for w in self.watchers.values() if w.state.value == "active")
         return f"{active}/{len(self.watchers)} watchers active, {running}/{wanted} workers"
 
     async def _status_loop(self) -> None:
+        # Driven by events, not a timer: an idle circusd with 500 workers must not wake up to recount
+        # them every second. Bursts (a mass respawn) are coalesced to one STATUS= per half second.
         last = ""
         while True:
+            await self._status_dirty.wait()
+            self._status_dirty.clear()
             line = self.status_line()
             if line != last:
                 self.notifier.notify(STATUS=line)
                 last = line
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(0.5)
 
     async def _watchdog_loop(self, period: float) -> None:
         # Sent from the event loop itself: if the loop wedges, the pings stop and systemd restarts us.
@@ -356,6 +382,8 @@ class Arbiter:
         self.watchers.pop(name, None)
         if self.cgroups is not None and stop:
             self.cgroups.remove(name)
+        if stop:
+            await self.streams.remove(name)
         self.emit(f"watcher.{name}.remove", {"name": name})
 
     async def reload(self, graceful: bool = True, sequential: bool = False) -> None:
@@ -390,6 +418,7 @@ class Arbiter:
                 self.emit(f"watcher.{watcher.name}.add", {"name": watcher.name})
                 if watcher.config.autostart:
                     await watcher.start(wait=True)
+            await apply_plugin_changes(self, plan, new)
             self.config = new
             report = {
                 "added": list(plan.added),

@@ -1,24 +1,69 @@
-"""Per-watcher cgroups for the arbiter: one tree for circusd, a handle per watcher with its fds kept open."""
+"""Per-watcher cgroups for the arbiter: one tree, a handle per watcher, kernel events as runtime events.
+
+Owns no policy about *when* to stop a watcher: it answers "is it empty yet" (from cgroup.events, without
+blocking the loop), applies limits (at creation and live), samples stats and reports OOM kills and limit
+hits as `watcher.<name>.oom` / `watcher.<name>.limit` through the emit callback. Never imports zmq.
+
+Events (payload always has `time`):
+  watcher.<name>.oom    {"oom_kill": total, "count": new kills, "limit": "memory_max"}  memory.events oom_kill
+  watcher.<name>.limit  {"limit": "pids_max"|"memory_high"|"memory_max", "count": hits since the last
+                        event, "total": kernel counter, "source": "pids.events max" ...}; at most one per
+                        second per watcher and limit (memory.high can be hit thousands of times a second)
+memory.events and v2 pids.events are watched through one EventsMonitor on the loop (the kernel notifies
+their changes); v1 pids.events has no notification and is re-read once a second.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
 import logging
 import os
-from typing import Any
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, cast
 
 from circus_linux.kernel import cgroup as kcg
+from circus_linux.kernel.cgroup_parse import parse_flat_keyed
 
 log = logging.getLogger("circus_linux.cgroups")
+
+Emit = Callable[[str, dict[str, Any]], None]
+
+# A `limit` event per watcher and limit at most this often: memory.high can be hit thousands of times a
+# second under pressure, and each hit bumps memory.events; the count since the last event travels along.
+LIMIT_EVENT_INTERVAL = 1.0
+# How often counters without change notification (v1 pids.events) are re-read.
+POLL_INTERVAL = 1.0
+# v1-only hosts have no cgroup.events: emptiness is polled at this period against the caller's deadline.
+V1_EMPTY_POLL = 0.05
+
+# memory.events / pids.events counter -> (event, limit name in the payload)
+_COUNTERS: dict[str, dict[str, tuple[str, str]]] = {
+    "memory": {
+        "oom_kill": ("oom", "memory_max"),
+        "high": ("limit", "memory_high"),
+        "max": ("limit", "memory_max"),
+    },
+    "pids": {"max": ("limit", "pids_max")},
+}
 
 
 class WatcherHandle:
     """A watcher's cgroup plus the fds the spawner needs, opened once rather than at every spawn."""
 
-    def __init__(self, cg: kcg.WatcherCgroup) -> None:
+    def __init__(self, cg: kcg.WatcherCgroup, manager: CgroupManager | None = None) -> None:
         self.cg = cg
+        self._manager = manager
         self._dir_fd = cg.dir_fd() if cg.path is not None else None
         self._v1_fds = cg.v1_procs_fds()
-        self.backends: dict[str, str] = {}
+        self.backends: dict[str, str] = {}  # limit -> backend that took it
+        self.counters: dict[str, dict[str, int]] = {}  # "memory"/"pids" -> last counter values seen
+        self.pending: dict[str, int] = {}  # limit -> hits not yet reported (rate limit)
+        self.last_limit_event: dict[str, float] = {}
+        self.pids_file: str | None = None  # pids.events, when it exists (v2 or v1)
+        self.pids_notified = False  # True when pids.events is the v2 file (kernel notifies changes)
 
     def dir_fd(self) -> int | None:
         return self._dir_fd
@@ -32,6 +77,13 @@ class WatcherHandle:
     def populated(self) -> bool:
         return self.cg.populated()
 
+    async def wait_empty(self, timeout: float) -> bool:
+        """Until no process is left (cgroup.events populated 0), at most ``timeout`` s; never blocks."""
+        if self._manager is not None:
+            return await self._manager.wait_empty(self, timeout)
+        # No manager loop hook: the kernel wait runs in a thread, bounded by the same timeout.
+        return await asyncio.to_thread(self.cg.wait_empty, timeout)
+
     def close(self) -> None:
         for fd in [self._dir_fd, *self._v1_fds]:
             if fd is not None:
@@ -40,8 +92,7 @@ class WatcherHandle:
         self._v1_fds = []
 
 
-def _limits(cfg: Any) -> kcg.CgroupLimits:
-    lim = cfg.cgroup
+def _limits(lim: Any) -> kcg.CgroupLimits:
     return kcg.CgroupLimits(
         memory_max=lim.memory_max,
         memory_high=lim.memory_high,
@@ -59,6 +110,11 @@ class CgroupManager:
     def __init__(self, tree: kcg.CgroupTree) -> None:
         self.tree = tree
         self._handles: dict[str, WatcherHandle] = {}
+        self._emit: Emit | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._monitor: kcg.EventsMonitor | None = None
+        self._waiters: dict[str, list[asyncio.Future[bool]]] = {}
+        self._poll_task: asyncio.Task[None] | None = None
 
     @classmethod
     def from_config(cls, cfg: Any) -> CgroupManager | None:
@@ -76,28 +132,70 @@ class CgroupManager:
             )
             return None
         log.info("cgroups: %r", tree)
+        if tree.supervisor is not None:
+            log.info("cgroups: delegated by systemd, circusd moved to %s", tree.supervisor)
+        for ctrl, why in tree.v1_errors.items():
+            log.info("cgroups: v1 %s not used: %s", ctrl, why)
         return cls(tree)
 
-    def setup(self) -> None:
-        """Nothing beyond the tree built in from_config; kept for the arbiter's lifecycle symmetry."""
+    # ------------------------------------------------------------------ lifecycle
+    def setup(self, emit: Emit | None = None) -> None:
+        """Hook the event files to the running loop (call from inside it); emit gets oom/limit events."""
+        self._emit = emit
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop: waits fall back to threads, no oom/limit events
+            return
+        self._monitor = kcg.EventsMonitor()
+        self._loop.add_reader(self._monitor.fileno(), self._on_events)
+        for handle in self._handles.values():
+            self._watch(handle)
+        self._poll_task = self._loop.create_task(self._poll(), name="cgroups:poll")
 
     def create(self, cfg: Any) -> WatcherHandle:
         old = self._handles.pop(cfg.name, None)
         if old is not None:
+            self._unwatch(cfg.name)
             old.close()
-        handle = WatcherHandle(self.tree.watcher(cfg.name))
+        handle = WatcherHandle(self.tree.watcher(cfg.name), self)
         self._handles[cfg.name] = handle
         self.apply(cfg)
+        self._watch(handle)
         return handle
 
     def apply(self, cfg: Any) -> dict[str, str]:
-        handle = self._handles[cfg.name]
-        report = handle.cg.apply_limits(_limits(cfg))
-        handle.backends = {k: str(v) for k, v in report.items()}
-        for limit, backend in handle.backends.items():
+        """Write every configured limit of ``cfg`` to its watcher's cgroup; returns limit -> backend."""
+        return self.apply_limits(cfg.name, _limits(cfg.cgroup))
+
+    def apply_limits(self, name: str, limits: kcg.CgroupLimits) -> dict[str, str]:
+        """Write the limits that are not None; raises CgroupError when the kernel refuses a value."""
+        handle = self._handles[name]
+        report = {k: str(v) for k, v in handle.cg.apply_limits(limits).items()}
+        handle.backends.update(report)
+        for limit, backend in report.items():
             if backend == "unsupported":
-                log.warning("watcher %s: %s is not supported by this host's cgroups", cfg.name, limit)
-        return handle.backends
+                log.warning("watcher %s: %s is not supported by this host's cgroups", name, limit)
+        return report
+
+    async def update_limits(
+        self, watcher: Any, changes: Mapping[str, Any], texts: Mapping[str, str]
+    ) -> dict[str, str]:
+        """Live `set` of limits: write them, then record them in the watcher's config (raw text included).
+
+        ``changes`` maps limit names (memory_max, ...) to parsed values, ``texts`` to what the user wrote.
+        Runs under the watcher's lock so it queues behind other commands on that watcher; emits
+        `watcher.<name>.updated`. Raises CgroupError when the kernel refuses a value.
+        """
+        async with watcher.lock:
+            report = self.apply_limits(watcher.name, kcg.CgroupLimits(**changes))
+            cfg = watcher.config
+            new = dataclasses.replace(cfg, cgroup=dataclasses.replace(cfg.cgroup, **changes))
+            if hasattr(new, "raw"):
+                new = dataclasses.replace(new, raw={**new.raw, **texts})
+            watcher.config = new
+        if self._emit is not None:
+            self._emit(f"watcher.{watcher.name}.updated", {"options": sorted(changes), "time": time.time()})
+        return report
 
     def for_watcher(self, name: str) -> WatcherHandle | None:
         return self._handles.get(name)
@@ -110,24 +208,55 @@ class CgroupManager:
         handle = self._handles.pop(name, None)
         if handle is None:
             return
+        self._unwatch(name)
         handle.close()
         try:
-            handle.cg.kill()
-            handle.cg.wait_empty(5.0)
+            if handle.cg.populated():  # the watcher's stop already emptied it in the usual case
+                handle.cg.kill()
+                handle.cg.wait_empty(5.0)
             handle.cg.remove()
         except kcg.CgroupError as exc:
             log.warning("watcher %s: cgroup not removed: %s", name, exc)
 
     def describe(self) -> dict[str, Any]:
+        """Which backend serves what: the tree, each limit, and each stat group per watcher (for dstats)."""
+        watchers: dict[str, Any] = {}
+        for name, h in self._handles.items():
+            try:
+                stat_backends = {k: str(v) for k, v in h.cg.stats().backends.items()}
+            except (OSError, kcg.CgroupError) as exc:
+                stat_backends = {"error": str(exc)}
+            watchers[name] = {
+                "v2": h.cg.path,
+                "v1": dict(h.cg.v1_paths),
+                "limits": dict(h.backends),
+                "stats": stat_backends,
+            }
         return {
             "mode": str(self.tree.mode),
             "v2_root": self.tree.root,
+            "v2_controllers": sorted(self.tree.host.v2_controllers),
+            "supervisor": self.tree.supervisor,
             "v1_roots": dict(self.tree.v1_roots),
             "v1_unavailable": dict(self.tree.v1_errors),
             "limits": {name: h.backends for name, h in self._handles.items()},
+            "watchers": watchers,
         }
 
     def cleanup(self) -> None:
+        if self._poll_task is not None:
+            self._poll_task.cancel()
+            self._poll_task = None
+        if self._monitor is not None:
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.remove_reader(self._monitor.fileno())
+            self._monitor.close()
+            self._monitor = None
+        for waiters in self._waiters.values():
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(False)
+        self._waiters.clear()
         for handle in self._handles.values():
             handle.close()
         self._handles.clear()
@@ -135,3 +264,142 @@ class CgroupManager:
             self.tree.destroy()
         except kcg.CgroupError as exc:
             log.warning("cgroup tree not fully removed: %s", exc)
+
+    # ------------------------------------------------------------------ emptiness
+    async def wait_empty(self, handle: WatcherHandle, timeout: float) -> bool:
+        name = handle.cg.name
+        if handle.cg.events_path is None or self._monitor is None or self._handles.get(name) is not handle:
+            if handle.cg.events_path is not None:
+                return await asyncio.to_thread(handle.cg.wait_empty, timeout)
+            deadline = time.monotonic() + timeout
+            while handle.cg.pids():  # v1 only: no notification exists
+                if time.monotonic() >= deadline:
+                    return False
+                await asyncio.sleep(V1_EMPTY_POLL)
+            return True
+        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(name, []).append(fut)
+        try:
+            # cgroup.events is already watched: any change after this read wakes _on_events.
+            if not handle.cg.populated():
+                return True
+            try:
+                return await asyncio.wait_for(asyncio.shield(fut), timeout)
+            except TimeoutError:
+                return not handle.cg.populated()
+        finally:
+            waiters = self._waiters.get(name, [])
+            if fut in waiters:
+                waiters.remove(fut)
+
+    # ------------------------------------------------------------------ kernel events
+    def _watch(self, handle: WatcherHandle) -> None:
+        name = handle.cg.name
+        path = handle.cg.path
+        pids_v2 = None if path is None else os.path.join(path, "pids.events")
+        pids_v1 = handle.cg.v1_paths.get("pids")
+        if pids_v2 is not None and os.path.exists(pids_v2):
+            handle.pids_file, handle.pids_notified = pids_v2, True
+        elif pids_v1 is not None and os.path.exists(os.path.join(pids_v1, "pids.events")):
+            handle.pids_file = os.path.join(pids_v1, "pids.events")
+        if handle.pids_file is not None:
+            with contextlib.suppress(OSError):
+                handle.counters["pids"] = parse_flat_keyed(kcg.read_file(handle.pids_file))
+        mem = handle.cg.memory_events_path
+        if self._monitor is None:
+            if mem is not None:
+                with contextlib.suppress(OSError):
+                    handle.counters["memory"] = parse_flat_keyed(kcg.read_file(mem))
+            return
+        try:
+            if handle.cg.events_path is not None:
+                self._monitor.add((name, "cgroup"), handle.cg.events_path)
+            if mem is not None:
+                handle.counters["memory"] = parse_flat_keyed(self._monitor.add((name, "memory"), mem))
+            if handle.pids_notified and handle.pids_file is not None:
+                handle.counters["pids"] = parse_flat_keyed(
+                    self._monitor.add((name, "pids"), handle.pids_file)
+                )
+        except OSError as exc:
+            log.warning("watcher %s: cgroup events not watched: %s", name, exc)
+
+    def _unwatch(self, name: str) -> None:
+        if self._monitor is not None:
+            for kind in ("cgroup", "memory", "pids"):
+                self._monitor.discard((name, kind))
+        for fut in self._waiters.pop(name, []):
+            if not fut.done():
+                fut.set_result(False)
+
+    def _on_events(self) -> None:
+        if self._monitor is None:
+            return
+        try:
+            changed = self._monitor.poll()
+        except OSError as exc:
+            log.warning("cgroup events: %s", exc)
+            return
+        for key, text in changed:
+            name, kind = cast(tuple[str, str], key)  # the (name, kind) keys _watch adds
+            if kind == "cgroup":
+                if not parse_flat_keyed(text).get("populated", 0):
+                    for fut in self._waiters.get(name, []):
+                        if not fut.done():
+                            fut.set_result(True)
+                continue
+            handle = self._handles.get(name)
+            if handle is not None:
+                self._counters_changed(handle, kind, parse_flat_keyed(text), time.monotonic())
+
+    def _counters_changed(
+        self, handle: WatcherHandle, kind: str, now_vals: dict[str, int], now: float
+    ) -> None:
+        old = handle.counters.get(kind, {})
+        handle.counters[kind] = now_vals
+        for counter, (event, limit) in _COUNTERS[kind].items():
+            delta = now_vals.get(counter, 0) - old.get(counter, 0)
+            if delta <= 0:
+                continue
+            if event == "oom":
+                # Every OOM kill is reported: it ends a worker and the watcher respawns it.
+                self._send(
+                    handle, "oom", {"oom_kill": now_vals.get(counter, 0), "count": delta, "limit": limit}
+                )
+                continue
+            handle.pending[limit] = handle.pending.get(limit, 0) + delta
+            self._flush_limit(handle, limit, now, f"{kind}.events {counter}", now_vals.get(counter, 0))
+
+    def _flush_limit(self, handle: WatcherHandle, limit: str, now: float, source: str, total: int) -> None:
+        count = handle.pending.get(limit, 0)
+        if (
+            count <= 0
+            or now - handle.last_limit_event.get(limit, -LIMIT_EVENT_INTERVAL) < LIMIT_EVENT_INTERVAL
+        ):
+            return
+        handle.pending[limit] = 0
+        handle.last_limit_event[limit] = now
+        self._send(handle, "limit", {"limit": limit, "count": count, "total": total, "source": source})
+
+    def _send(self, handle: WatcherHandle, event: str, payload: dict[str, Any]) -> None:
+        log.warning("watcher %s: %s %s", handle.cg.name, event, payload)
+        if self._emit is not None:
+            payload.setdefault("time", time.time())
+            self._emit(f"watcher.{handle.cg.name}.{event}", payload)
+
+    async def _poll(self) -> None:
+        """Once a second: counters the kernel does not notify (v1 pids.events) and rate-limited leftovers."""
+        while True:
+            await asyncio.sleep(POLL_INTERVAL)
+            now = time.monotonic()
+            for handle in list(self._handles.values()):
+                if handle.pids_file is not None and not handle.pids_notified:
+                    try:
+                        vals = parse_flat_keyed(kcg.read_file(handle.pids_file))
+                    except OSError:
+                        continue
+                    self._counters_changed(handle, "pids", vals, now)
+                for limit in [k for k, n in handle.pending.items() if n > 0]:
+                    kind = "pids" if limit == "pids_max" else "memory"
+                    counter = "max" if limit != "memory_high" else "high"
+                    total = handle.counters.get(kind, {}).get(counter, 0)
+                    self._flush_limit(handle, limit, now, f"{kind}.events {counter}", total)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import os
 import socket
 from dataclasses import dataclass
 from typing import Any
 
+from circus_linux.kernel import sockdiag
 from circus_linux.kernel import sockets as ksock
 from circus_linux.kernel.notify import Notifier
 
@@ -83,6 +87,25 @@ class SocketRegistry:
         except Exception:
             self.close()
             raise
+        warnings.extend(self._release_unclaimed(inherited))
+        return warnings
+
+    def _release_unclaimed(self, inherited: dict[str, list[int]]) -> list[str]:
+        """Close the passed fds no section took: a section removed while its socket sat in the fd store,
+        or a second fd of one name (a .socket unit and the fd store both offering it). A stale fd-store
+        entry is dropped too, or systemd would hand it back on every restart."""
+        warnings: list[str] = []
+        for name, fds in inherited.items():
+            extra = fds if name not in self._socks else [fd for fd in fds if fd != self._socks[name].fileno()]
+            if not extra:
+                continue
+            warnings.append(f"passed fd(s) {extra} named {name!r} match no [socket:*] section: closed")
+            for fd in extra:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            if name not in self._socks and self._notifier is not None and self._notifier.enabled:
+                with contextlib.suppress(ValueError):  # 'unknown' and other names are valid; be safe
+                    ksock.fdstore_remove(self._notifier, name)
         return warnings
 
     def add(
@@ -126,12 +149,42 @@ class SocketRegistry:
         return self._socks[name]
 
     def describe(self) -> list[dict[str, Any]]:
+        """`listsockets` entries from the sockets alone (cheap, no netlink): see ``describe_live``."""
         out = []
         for name, sock in self._socks.items():
             entry = ksock.describe(sock, name, self._backlog.get(name))
             entry["origin"] = self._origin.get(name, "bound")
             out.append(entry)
         return out
+
+    async def describe_live(self) -> list[dict[str, Any]]:
+        """``describe()`` plus each stream listener's live accept queue, from sock_diag.
+
+        queued: connections the kernel completed that no worker accept()ed yet; backlog: the listen()
+        backlog as the kernel clamped it (net.core.somaxconn); established: ESTABLISHED connections on the
+        socket's address, queued or accepted (inet only). All three are None when sock_diag is unavailable
+        or the socket is not a stream listener (udp); ``diag_error`` then says why, if there is a reason.
+        The netlink dump runs in a thread: pyroute2 0.9 drives its own event loop, which cannot nest in ours.
+        """
+        entries = self.describe()
+        inodes: dict[str, int] = {}
+        for name, sock in self._socks.items():
+            if sock.type == socket.SOCK_STREAM:
+                with contextlib.suppress(OSError):
+                    inodes[name] = sockdiag.socket_inode(sock)
+        depths = await asyncio.to_thread(sockdiag.queue_depths, (), list(inodes.values())) if inodes else None
+        by_inode = depths.by_inode() if depths is not None and depths.available else {}
+        for entry in entries:
+            queue = by_inode.get(inodes.get(entry["name"], -1))
+            entry["queued"] = queue.queued if queue is not None else None
+            entry["established"] = queue.established if queue is not None else None
+            if queue is not None:
+                entry["backlog"] = queue.backlog
+            else:
+                entry.setdefault("backlog", self._backlog.get(entry["name"]))
+                if depths is not None and not depths.available and entry["name"] in inodes:
+                    entry["diag_error"] = depths.reason
+        return entries
 
     def close(self) -> None:
         for sock in self._socks.values():

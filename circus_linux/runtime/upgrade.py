@@ -13,7 +13,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 STATE_ENV = "CIRCUS_LINUX_UPGRADE_FD"
@@ -29,6 +29,7 @@ class AdoptedProcess:
     age: float  # seconds it had lived at the exec
     cmdline: list[str]
     state: str
+    pipes: dict[str, int] = field(default_factory=dict)  # captured stdout/stderr read ends, by kind
 
 
 @dataclass(frozen=True)
@@ -48,11 +49,14 @@ class UpgradeState:
         out = list(self.sockets.values())
         for w in self.watchers.values():
             out.extend(p.pidfd for p in w.processes)
+            for p in w.processes:
+                out.extend(p.pipes.values())
         return out
 
 
-def snapshot(arbiter: Any) -> UpgradeState:
+def snapshot(arbiter: Any, pipes: dict[int, dict[str, int]] | None = None) -> UpgradeState:
     """What the next circusd needs; the arbiter must be frozen (no manager tasks running)."""
+    pipes = pipes or {}
     watchers: dict[str, AdoptedWatcher] = {}
     for name, watcher in arbiter.watchers.items():
         procs = [
@@ -64,6 +68,7 @@ def snapshot(arbiter: Any) -> UpgradeState:
                 age=p.age(),
                 cmdline=list(p.cmdline),
                 state=p.state.value,
+                pipes=dict(pipes.get(p.pid, {})),
             )
             for p in watcher.processes()
             if p.pidfd is not None

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from circus_linux.core.policy import BackoffPolicy, RestartBook, pick_to_stop, wids_to_spawn
 from circus_linux.core.states import ProcessState, WatcherState, check_watcher
 from circus_linux.kernel import native
+from circus_linux.runtime.hooks import run_hook
 from circus_linux.runtime.process import Process
 from circus_linux.runtime.spawnspec import build_spawn_spec
 
@@ -50,6 +51,7 @@ class WatcherServices:
     notify_socket: str | None = None  # per-worker readiness socket path
     cgroup: Callable[[str], CgroupHandle | None] = field(default=lambda name: None)
     streams: Any = None  # runtime.streams.StreamHub, when output is captured
+    arbiter: Any = None  # handed to hooks as their `arbiter` argument (Circus signature)
 
 
 class Watcher:
@@ -89,6 +91,10 @@ class Watcher:
     def processes(self) -> list[Process]:
         return sorted((p for p in self.procs.values() if p.alive), key=lambda p: (p.started_mono, p.pid))
 
+    def live_count(self) -> int:
+        """len(live()) without sorting: for summaries computed often."""
+        return sum(1 for p in self.procs.values() if p.alive and not p.expected_exit)
+
     def live(self) -> list[Process]:
         """Processes that count toward numprocesses: alive and not on their way out."""
         return [p for p in self.processes() if not p.expected_exit]
@@ -110,6 +116,15 @@ class Watcher:
     def _emit(self, event: str, **payload: Any) -> None:
         payload.setdefault("time", time.time())
         self.svc.emit(f"watcher.{self.name}.{event}", payload)
+
+    def _has_hook(self, hook_name: str) -> bool:
+        return hook_name in (getattr(self.config, "hooks", None) or {})
+
+    async def _hook(self, hook_name: str, **kwargs: Any) -> bool:
+        """Run one Circus hook off the loop (runtime.hooks); True = go on (also when none is configured)."""
+        if not self._has_hook(hook_name):
+            return True
+        return await run_hook(self.config.hooks, hook_name, self, self.svc.arbiter, self._emit, **kwargs)
 
     # ---------------------------------------------------------------- lifecycle
     def _set_state(self, new: WatcherState) -> None:
@@ -150,14 +165,24 @@ class Watcher:
 
     async def start(self, wait: bool = True) -> None:
         async with self.lock:
-            await self._start_locked(wait=False)
+            began = await self._start_locked(wait=False)
+        if began and self._has_hook("after_start"):
+            if wait:
+                await self._after_start()
+            else:
+                self._spawn_task(self._after_start())
+            return
         if wait:
             # Outside the lock: a give-up during the start must be able to take the lock and stop us.
             await self.wait_started()
 
-    async def _start_locked(self, wait: bool) -> None:
+    async def _start_locked(self, wait: bool) -> bool:
+        """Start (False: already running, or a before_start hook refused); with wait, also after_start."""
         if self.state in (WatcherState.STARTING, WatcherState.ACTIVE):
-            return
+            return False
+        if not await self._hook("before_start"):
+            log.warning("watcher %s: start aborted by its before_start hook", self.name)
+            return False
         self._book = RestartBook(self._policy())
         self._gave_up = False
         self._set_state(WatcherState.STARTING)
@@ -167,6 +192,17 @@ class Watcher:
         self.wake()
         if wait:
             await self.wait_started()
+            if self.state is WatcherState.ACTIVE and not await self._hook("after_start"):
+                log.warning("watcher %s: after_start hook said no: stopping", self.name)
+                await self._stop_locked()
+        return True
+
+    async def _after_start(self) -> None:
+        """Circus: after_start returning False stops the watcher it just started."""
+        await self.wait_started()
+        if self.state is WatcherState.ACTIVE and not await self._hook("after_start"):
+            log.warning("watcher %s: after_start hook said no: stopping", self.name)
+            await self.stop()
 
     async def wait_started(self, timeout: float | None = None) -> bool:
         """Until every wanted worker is up (and ready), or the watcher gave up / was stopped."""
@@ -185,6 +221,7 @@ class Watcher:
     async def _stop_locked(self) -> None:
         if self.state in (WatcherState.STOPPED, WatcherState.STOPPING):
             return
+        await self._hook("before_stop")  # result ignored (Circus)
         self._set_state(WatcherState.STOPPING)
         await asyncio.gather(*(self._stop_process(p) for p in self.processes()))
         cg = self.svc.cgroup(self.name)
@@ -196,8 +233,11 @@ class Watcher:
             wait_empty = getattr(cg, "wait_empty", None)
             if wait_empty is not None and not await wait_empty(KILL_WAIT):
                 log.error("watcher %s: processes survive cgroup.kill after %ss", self.name, KILL_WAIT)
+        if self.svc.streams is not None and not await self.svc.streams.drain(self.name):
+            log.warning("watcher %s: output not fully drained at stop (deadline passed)", self.name)
         self._set_state(WatcherState.STOPPED)
         self._emit("stop")
+        await self._hook("after_stop")
 
     async def restart(self) -> None:
         async with self.lock:
@@ -332,8 +372,11 @@ class Watcher:
         targets = [self._get(pid)] if pid is not None else self.processes()
         sent: list[int] = []
         for p in targets:
+            if not await self._signal_allowed(p.pid, signum):
+                continue
             if not children and p.send_signal(signum):
                 sent.append(p.pid)
+            await self._hook("after_signal", pid=p.pid, signum=signum)
             if children or recursive:
                 sent.extend(_signal_tree(p.pid, signum, recursive))
         self._emit("signal", signum=signum, pids=sent)
@@ -347,6 +390,12 @@ class Watcher:
             *(self._stop_process(p, sig=signum, graceful_timeout=graceful_timeout) for p in targets)
         )
         self.wake()
+
+    async def _signal_allowed(self, pid: int, signum: int) -> bool:
+        """before_signal may veto a signal, except SIGKILL which always goes (Circus)."""
+        if signum == signals_mod.SIGKILL or not self._has_hook("before_signal"):
+            return True
+        return await self._hook("before_signal", pid=pid, signum=signum)
 
     def _get(self, pid: int) -> Process:
         proc = self.procs.get(pid)
@@ -366,7 +415,9 @@ class Watcher:
         signum = self.config.stop_signal if sig is None else sig
         timeout = self.config.graceful_timeout if graceful_timeout is None else graceful_timeout
         self._emit("kill", process_pid=p.pid, wid=p.wid)
-        p.send_signal(signum)
+        if await self._signal_allowed(p.pid, signum):
+            p.send_signal(signum)
+            await self._hook("after_signal", pid=p.pid, signum=signum)
         if self.config.stop_children:
             _signal_tree(p.pid, signum, recursive=True)
         try:
@@ -390,6 +441,13 @@ class Watcher:
         changes = dict(changes)
         n = changes.pop("numprocesses", None)
         needs_reload: list[str] = []
+        stream_keys = [k for k in changes if k.startswith(("stdout_stream.", "stderr_stream."))]
+        if stream_keys and self.svc.streams is not None:
+            # stdout_stream.filename etc.: a new sink at once; new workers only if fd 1/2 change kind
+            streamed = {k: changes.pop(k) for k in stream_keys}
+            self.config, respawn = self.svc.streams.reconfigure(self.config, streamed)
+            if respawn:
+                needs_reload.extend(stream_keys)
         if changes:
             fields = {f.name for f in dataclasses.fields(self.config)}
             direct = {k: v for k, v in changes.items() if k in fields}
@@ -401,10 +459,11 @@ class Watcher:
                 cfg = dataclasses.replace(cfg, raw={**cfg.raw, **{k: str(v) for k, v in changes.items()}})
             self.config = cfg
             self._book.policy = self._policy()
-            needs_reload = [k for k in direct if k in SPAWN_KEYS]
+            needs_reload += [k for k in direct if k in SPAWN_KEYS]
         if n is not None:
             await self.set_numprocesses(int(n))
-        self._emit("updated", options=sorted({*changes, *(["numprocesses"] if n is not None else [])}))
+        updated = {*changes, *stream_keys, *(["numprocesses"] if n is not None else [])}
+        self._emit("updated", options=sorted(updated))
         if needs_reload and self.state is not WatcherState.STOPPED:
             await self.reload(graceful=True)
         return needs_reload
@@ -432,6 +491,7 @@ class Watcher:
             return None
         now = time.monotonic()
         wake_at: list[float] = []
+        failed_spawn = False
         live = self.live()
 
         # Recycle workers past max_age: take them out of the live count; the pass below spawns successors.
@@ -453,12 +513,33 @@ class Watcher:
             for i, wid in enumerate(wids):
                 if self.state not in (WatcherState.STARTING, WatcherState.ACTIVE):
                     break
-                self._spawn(wid)
+                if self._has_hook("before_spawn"):
+                    # Awaited per spawn, in a thread: the cost (see docs/PLUGINS.md) is paid only when the
+                    # hook is configured.
+                    if not await self._hook("before_spawn"):
+                        self._abort_start("before_spawn")
+                        break
+                    if self.state not in (WatcherState.STARTING, WatcherState.ACTIVE):
+                        break
+                spawned = self._spawn(wid)
+                if spawned is None:
+                    failed_spawn = True
+                if spawned is not None and self._has_hook("after_spawn"):
+                    self._spawn_task(self._after_spawn(spawned.pid))
                 if self.config.warmup_delay and i + 1 < len(wids):
                     await asyncio.sleep(self.config.warmup_delay)
                 elif (i + 1) % SPAWN_BATCH == 0:
                     await asyncio.sleep(0)
         self._explicit_spawn = False
+        if failed_spawn:
+            # A failed spawn (EMFILE, EAGAIN, a missing binary) leaves no child whose exit would wake us:
+            # without a wake-up of our own the slot stayed empty until some unrelated command came.
+            due, again = wids_to_spawn(self.numprocesses, [p.wid for p in self.live()], self._book,
+                                       time.monotonic())
+            if due:
+                wake_at.append(time.monotonic())
+            elif again is not None:
+                wake_at.append(again)
 
         live = self.live()
         for p in live:
@@ -485,10 +566,17 @@ class Watcher:
                 self._spawn_task(self._stop_process(p, sig=signals_mod.SIGKILL, graceful_timeout=0))
 
     def _spawn(self, wid: int) -> Process | None:
+        t0 = time.monotonic()  # spawn_ms: spec building + the clone/exec round trip, for the histogram
+        capture = None  # runtime.streams.Capture: stdout/stderr pipes when output is captured
         try:
-            spec, argv = build_spawn_spec(self.config, wid, self.svc)
+            if self.svc.streams is not None:
+                capture = self.svc.streams.prepare(self.config, wid)
+            stdio = capture.stdio if capture is not None else None
+            spec, argv = build_spawn_spec(self.config, wid, self.svc, stdio=stdio)
             child = native.spawn(spec)
         except (native.SpawnError, OSError, ValueError) as exc:
+            if capture is not None:
+                capture.abort()
             self.exec_errors += 1
             stage = getattr(exc, "stage", "prepare")
             err = getattr(exc, "errno", None)
@@ -498,6 +586,8 @@ class Watcher:
             if verdict.give_up:
                 self._give_up(f"spawn failed {self.config.max_retry + 1} times in a row: {exc}")
             return None
+        if capture is not None:
+            capture.attach(child.pid, wid)  # closes circusd's write ends: EOF comes when the worker's go
         proc = Process(child, wid, argv, self.name)
         if self.config.max_age:
             proc.age_deadline = (
@@ -509,8 +599,27 @@ class Watcher:
             proc.set_state(ProcessState.READY)
         self.procs[proc.pid] = proc
         self.svc.register(proc)
-        self._emit("spawn", process_pid=proc.pid, wid=wid)
+        spawn_ms = round((time.monotonic() - t0) * 1000.0, 3)
+        self._emit("spawn", process_pid=proc.pid, wid=wid, spawn_ms=spawn_ms)
         return proc
+
+    def _abort_start(self, hook_name: str) -> None:
+        """Circus: a spawn hook returning False stops the watcher and aborts its start."""
+        log.warning("watcher %s: %s hook said no: stopping the watcher", self.name, hook_name)
+        self._spawn_task(self.stop())
+
+    async def _after_spawn(self, pid: int) -> None:
+        refused = not await self._hook("after_spawn", pid=pid)
+        if refused and self.state in (WatcherState.STARTING, WatcherState.ACTIVE):
+            self._abort_start("after_spawn")
+
+    async def _reap_hooks(self, pid: int, exit_code: int, expected: bool) -> None:
+        # The kernel has already reaped the child (pidfd/waitid): both hooks run right after, in order.
+        now = time.time()
+        await self._hook("before_reap", process_pid=pid, time=now)
+        # process_status as in Circus: None when we stopped it, DEAD_OR_ZOMBIE (1) when it died by itself.
+        status = None if expected else 1
+        await self._hook("after_reap", process_pid=pid, time=now, exit_code=exit_code, process_status=status)
 
     def on_ready(self, pid: int, fields: Mapping[str, str]) -> None:
         """A worker's notify message (READY=1, STATUS=...), attributed by the kernel-checked sender pid."""
@@ -528,7 +637,11 @@ class Watcher:
         """Called by the arbiter's reaper once the child is reaped."""
         self.procs.pop(proc.pid, None)
         self.svc.unregister(proc)
+        if self.svc.streams is not None:
+            self.svc.streams.process_exited(self.name, proc.pid)  # its pipes drain, bounded
         self._emit("reap", process_pid=proc.pid, exit_code=status.exit_code, wid=proc.wid)
+        if self._has_hook("before_reap") or self._has_hook("after_reap"):
+            self._spawn_task(self._reap_hooks(proc.pid, status.exit_code, proc.expected_exit))
         if proc.expected_exit and not proc.ready_failed:
             self.wake()
             return

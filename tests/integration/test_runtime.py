@@ -30,7 +30,7 @@ class Harness:
     def topics(self, suffix: str) -> list[dict[str, Any]]:
         return [p for t, p in self.events if t.endswith(suffix)]
 
-    async def until(self, predicate: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
+    async def until(self, predicate: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
         deadline = time.monotonic() + timeout
         while True:
             value = predicate()
@@ -283,7 +283,7 @@ def test_max_age_recycles_workers(arena: Arena) -> None:
         h = await make_arbiter("[watcher:aged]\ncmd = sleep 1000\nmax_age = 1\nmax_age_variance = 0\n")
         w = h.arbiter.get_watcher("aged")
         first = w.processes()[0].pid
-        await h.until(lambda: w.live() and w.live()[0].pid != first, timeout=5, what="recycled worker")
+        await h.until(lambda: w.live() and w.live()[0].pid != first, timeout=15, what="recycled worker")
         await h.until(lambda: not alive(first), what="old worker gone")
 
     arena.run(body)

@@ -102,3 +102,30 @@ def test_sigusr2_upgrades_too(circusd: Any, tmp_path: Any) -> None:
     assert d.stop() == 0
     for pid in before:
         wait_for(lambda pid=pid: not os.path.exists(f"/proc/{pid}"), what="workers stopped at the end")
+
+
+COUNTER = (
+    "import sys, time\n"
+    "i = 0\n"
+    "while True:\n"
+    "    i += 1; print(f'line {i}', flush=True); time.sleep(0.002)\n"
+)
+
+
+def test_upgrade_hands_over_captured_output_pipes(circusd: Any, tmp_path: Any) -> None:
+    worker = tmp_path / "counter.py"
+    worker.write_text(COUNTER)
+    out = tmp_path / "out.log"
+    d = circusd(
+        f"[watcher:talk]\ncmd = {sys.executable} {worker}\n"
+        f"stdout_stream.class = FileStream\nstdout_stream.filename = {out}\n"
+    )
+    pid = wait_for(lambda: d.pids("talk"), what="worker up")[0]
+    wait_for(lambda: out.exists() and out.read_text().count("\n") > 50, what="output flowing")
+    assert d.call("upgrade")["status"] == "ok"
+    wait_for(lambda: "adopted 1 workers" in d.log_text() and dstats_pid(d) == d.proc.pid, what="upgraded")
+    mark = out.read_text().count("\n")
+    wait_for(lambda: out.read_text().count("\n") > mark + 100, what="output still flowing after the upgrade")
+    assert d.pids("talk") == [pid]  # no EPIPE death: the same worker kept writing into the same pipe
+    numbers = [int(line.split()[1]) for line in out.read_text().splitlines() if line.startswith("line ")]
+    assert numbers == list(range(1, len(numbers) + 1))  # not a line lost or doubled across the exec

@@ -13,7 +13,7 @@ from circus_linux.control.protocol import Prop
 NAMES = (
     "add", "rm", "start", "stop", "restart", "reload", "reloadconfig", "quit", "incr", "decr",
     "numprocesses", "numwatchers", "list", "listsockets", "status", "stats", "dstats", "options",
-    "get", "set", "globaloptions", "signal", "kill", "upgrade",
+    "get", "set", "globaloptions", "signal", "kill", "upgrade", "logs",
 )  # fmt: skip
 
 

@@ -5,6 +5,10 @@ Reply: `{"info": {...}}`: the keys of one `stats` process info (pid, cpu, mem, m
 ctime, username, nice, create_time, cmdline, children [info...], age, started), so Circus's circusctl can
 print it, plus whatever the runtime's `arbiter.dstats()` adds (rss, num_fds, cgroups, ...); the runtime's
 own child count is reported as `num_children` since `children` is Circus's list.
+`cgroups` (absent without cgroups) says which backend serves what: mode (explicit/delegated/default),
+v2_root, v2_controllers, supervisor (the leaf circusd moved to under Delegate=yes), v1_roots,
+v1_unavailable {controller: why}, and per watcher {v2, v1, limits {limit: v2|v1|unsupported},
+stats {cpu|memory|oom|pids|pressure: v2|v1|unsupported}}.
 CLI: `circusctl dstats`
 """
 

@@ -2,8 +2,11 @@
 
 Request properties: none.
 Reply: `{"sockets": [{"fd", "name", "backlog", "host", "port"} | {"fd", "name", "path"}, ...]}` by fd.
-The runtime's `arbiter.sockets.describe()` gives the entries (extra keys such as `origin` are kept); a
-mapping name -> object with fd/name/backlog/host/port/path attributes is accepted too.
+The runtime's `arbiter.sockets.describe_live()` gives the entries, with extra keys kept: `family`,
+`type`, `origin` ("bound", "systemd" for LISTEN_FDS/fd store, "upgrade"), and from sock_diag the live
+`queued` (accept-queue depth), `backlog` (as the kernel clamped it) and `established` (connections on the
+address; inet only), None when unknown. A mapping name -> object with fd/name/backlog/host/port/path
+attributes is accepted too.
 CLI: `circusctl listsockets`
 """
 
@@ -36,6 +39,8 @@ async def execute(arbiter: Any, props: Mapping[str, Any]) -> dict[str, Any]:
     registry = getattr(arbiter, "sockets", None)
     if registry is None:
         socks: list[dict[str, Any]] = []
+    elif hasattr(registry, "describe_live"):
+        socks = [dict(entry) for entry in await registry.describe_live()]
     elif hasattr(registry, "describe"):
         socks = [dict(entry) for entry in registry.describe()]
     else:

@@ -1,0 +1,243 @@
+"""CircusPlugin: the Python plugin API (Circus's shape) over the control and pub/sub endpoints only."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+from typing import Any
+
+import zmq
+
+from circus_linux.control.client import CallError, Client
+from circus_linux.kernel.notify import Notifier
+from circus_linux.plugins.loop import PluginLoop
+
+log = logging.getLogger("circus_linux.plugins")
+
+# The environment every plugin process gets from circusd (docs/PLUGINS.md is the contract).
+ENV_ENDPOINT = "CIRCUS_ENDPOINT"
+ENV_PUBSUB = "CIRCUS_PUBSUB_ENDPOINT"
+ENV_STATS = "CIRCUS_STATS_ENDPOINT"
+ENV_NAME = "CIRCUS_PLUGIN_NAME"
+ENV_OPTIONS = "CIRCUS_PLUGIN_OPTIONS"
+ENV_CHECK_DELAY = "CIRCUS_CHECK_DELAY"
+
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
+DEFAULT_PUBSUB = "tcp://127.0.0.1:5556"
+DEFAULT_STATS = "tcp://127.0.0.1:5557"
+CALL_TIMEOUT = 5.0
+# After connecting the SUB socket: how long to keep polling it before saying READY=1, so that the
+# subscription has reached circusd's PUB (the zmq "slow joiner") by the time circusd starts the watchers.
+SUBSCRIBE_SETTLE = 0.05
+
+
+class PluginStopping(BaseException):
+    """SIGTERM arrived while the plugin waited on circusd: unwind to handle_stop at once.
+
+    A BaseException so that a plugin's own `except Exception` around `call()` does not swallow it.
+    """
+
+
+class Frame(bytes):
+    """One frame of an event as Circus gave it (bytes), whose str() is the decoded text.
+
+    Circus plugins split topics as bytes (`topic.split(b".")`) and json.loads the message; the talk's
+    Logger formats them with '%s::%s'. A bytes subclass keeps both working: the log line reads
+    `watcher.web.spawn::{"process_pid": 12, ...}` instead of `b'watcher.web.spawn'::b'{...}'`.
+    """
+
+    def __str__(self) -> str:
+        return self.decode("utf-8", "replace")
+
+
+class CircusPlugin:
+    """Base class of a plugin: subscribe to events, react in `handle_recv`, act through `call`/`cast`.
+
+    Subclasses set `name` and override `handle_init`, `handle_recv((topic, msg))` and `handle_stop`. Every
+    constructor argument has a default read from the environment circusd gives the plugin process, so a
+    subclass may take only its own options (`def __init__(self, filename, **kwargs)`) and pass the rest on.
+    Options arrive as strings, as written in the ini file; `self.config` keeps those not consumed.
+    `self.loop` offers `call_later`, `call_every` and `add_reader` for timers and extra sockets.
+    """
+
+    name = ""
+    # Event topics to subscribe to (prefixes); Circus plugins listen to every watcher event.
+    topics: tuple[bytes, ...] = (b"watcher.",)
+
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        pubsub_endpoint: str | None = None,
+        check_delay: float | str | None = None,
+        ssh_server: str | None = None,
+        stats_endpoint: str | None = None,
+        **config: Any,
+    ) -> None:
+        env = os.environ
+        self.endpoint = endpoint or env.get(ENV_ENDPOINT, DEFAULT_ENDPOINT)
+        self.pubsub_endpoint = pubsub_endpoint or env.get(ENV_PUBSUB, DEFAULT_PUBSUB)
+        self.stats_endpoint = stats_endpoint or env.get(ENV_STATS, DEFAULT_STATS)
+        self.check_delay = float(check_delay if check_delay is not None else env.get(ENV_CHECK_DELAY, 5.0))
+        if ssh_server:
+            # Plugins run on the circusd host, next to its endpoints: a tunnel has no use here.
+            log.warning("plugin %s: ssh_server=%s ignored", self.name, ssh_server)
+        self.ssh_server = ssh_server
+        self.config: dict[str, Any] = dict(config)
+        self.plugin_name = env.get(ENV_NAME) or self.name
+        self.loop = PluginLoop()
+        self.context: zmq.Context[Any] = zmq.Context()
+        self.client: Client | None = None
+        self.sub_socket: zmq.Socket[Any] | None = None
+        self.running = False
+        self.active = True
+        self._wakeup: tuple[int, int] | None = None
+        self._calling = False
+
+    # ------------------------------------------------------------------ to override
+    def handle_init(self) -> None:
+        """Called once before the first event: open files, start timers."""
+
+    def handle_recv(self, data: tuple[Frame, Frame]) -> None:
+        """Called with (topic, msg) for every event: msg is the JSON text (see load_message)."""
+
+    def handle_stop(self) -> None:
+        """Called once when the plugin stops (SIGTERM from circusd, or stop())."""
+
+    # ------------------------------------------------------------------ wire
+    def call(self, command: str, **props: Any) -> dict[str, Any]:
+        """Send a command and return circusd's reply dict; errors come back as {"status": "error", ...}."""
+        if self.client is None:
+            self.client = Client(self.endpoint, timeout=CALL_TIMEOUT, context=self.context)
+        self._calling = True
+        try:
+            return self.client.request(command, **props)
+        except CallError as exc:
+            log.warning("plugin %s: %s failed: %s", self.plugin_name, command, exc)
+            return {"status": "error", "reason": str(exc)}
+        finally:
+            self._calling = False
+
+    def cast(self, command: str, **props: Any) -> None:
+        """Send a command without waiting for (or getting) a reply."""
+        if self.client is None:
+            self.client = Client(self.endpoint, timeout=CALL_TIMEOUT, context=self.context)
+        self.client.cast(command, **props)
+
+    @staticmethod
+    def split_data(data: tuple[bytes | str, bytes | str]) -> tuple[str, str, bytes | str]:
+        """(topic, msg) -> (watcher name, event, msg); a name may contain dots (`watcher.a.b.spawn`)."""
+        topic, msg = data
+        text = topic.decode() if isinstance(topic, bytes) else topic
+        _kind, _, rest = text.partition(".")
+        name, _, action = rest.rpartition(".")
+        return name, action, msg
+
+    @staticmethod
+    def load_message(msg: bytes | str) -> dict[str, Any]:
+        value = json.loads(msg)
+        return value if isinstance(value, dict) else {"value": value}
+
+    # ------------------------------------------------------------------ life
+    def initialize(self) -> None:
+        self.client = Client(self.endpoint, timeout=CALL_TIMEOUT, context=self.context)
+        sub = self.context.socket(zmq.SUB)
+        sub.setsockopt(zmq.LINGER, 0)
+        for topic in self.topics:
+            sub.setsockopt(zmq.SUBSCRIBE, topic)
+        sub.connect(self.pubsub_endpoint)
+        self.sub_socket = sub
+        self.loop.add_reader(sub, self._on_events)
+
+    def _on_events(self, stopping: bool = False) -> None:
+        sub = self.sub_socket
+        while sub is not None and (self.loop.running or stopping):
+            try:
+                frames = sub.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(frames) < 2:
+                continue
+            self.handle_recv((Frame(frames[0]), Frame(frames[1])))
+
+    def _install_signals(self) -> None:
+        # The C-level handler writes to the wakeup pipe, which the poller watches: a SIGTERM ends a poll
+        # that would otherwise sleep until the next timer.
+        r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._wakeup = (r, w)
+        signal.set_wakeup_fd(w)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+            signal.signal(sig, self._on_signal)
+        self.loop.add_reader(r, self._drain_wakeup)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.loop.stop()
+        if self._calling:
+            # Blocked in a call (circusd may be shutting down and never answer): circusd's stop must not
+            # wait for our 5 s call timeout.
+            raise PluginStopping()
+
+    def _drain_wakeup(self) -> None:
+        if self._wakeup is None:
+            return
+        try:
+            while os.read(self._wakeup[0], 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    def start(self) -> None:
+        """Run until SIGTERM/SIGINT or stop(): handle_init, connect, READY=1, loop, handle_stop."""
+        self._install_signals()
+        self.handle_init()
+        self.initialize()
+        self.running = True
+        self._settle()
+        with Notifier.from_environ(unset=True) as notifier:
+            notifier.notify("READY=1", STATUS=f"plugin {self.plugin_name} listening")
+        try:
+            with contextlib.suppress(PluginStopping):
+                self.loop.run()
+        finally:
+            self.running = False
+            try:
+                # Events circusd published before it stopped us are already queued here: hand them over
+                # (a stop right after an incr must not lose the incr's spawn event).
+                self._on_events(stopping=True)
+                self.handle_stop()
+            finally:
+                self._close()
+
+    def _settle(self) -> None:
+        """Poll the SUB socket briefly so the subscription reaches circusd before we report ready."""
+        if self.sub_socket is not None and self.sub_socket.poll(int(SUBSCRIBE_SETTLE * 1000)):
+            self.loop.call_later(0, self._on_events)
+
+    def stop(self) -> None:
+        self.loop.stop()
+
+    def _close(self) -> None:
+        if self.sub_socket is not None:
+            self.sub_socket.close(linger=0)
+            self.sub_socket = None
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        self.context.term()
+        if self._wakeup is not None:
+            signal.set_wakeup_fd(-1)
+            for fd in self._wakeup:
+                os.close(fd)
+            self._wakeup = None
+
+
+def option(config: dict[str, Any], key: str, default: Any, kind: type = str) -> Any:
+    """Read an option given as ini text (or already typed): option(cfg, 'port', 8125, int)."""
+    value = config.get(key, default)
+    if value is None or isinstance(value, kind):
+        return value
+    if kind is bool:
+        return str(value).strip().lower() in ("1", "true", "yes", "on")
+    return kind(value)

@@ -1,0 +1,135 @@
+"""One output sink: a Stream driven by its own writer thread behind a queue; the loop never waits on it.
+
+The queue itself is unbounded, but every byte in it is charged to the reader (one worker's pipe) that
+put it there, and readers stop reading or drop past their own bound: the bound lives per process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from circus_linux.streams import Chunk, Stream
+
+log = logging.getLogger("circus_linux.streams")
+
+# Most items one write() call gets: big enough to amortise the syscall, small enough to report progress.
+BATCH = 256
+_CLOSE = object()
+
+
+class Sink:
+    """Feeds `stream` from a thread. submit()/flush()/close() are called from the event loop only."""
+
+    def __init__(
+        self,
+        stream: Stream,
+        name: str,
+        loop: asyncio.AbstractEventLoop,
+        on_written: Callable[[dict[Any, int]], None],
+    ) -> None:
+        self.stream = stream
+        self.name = name
+        self._loop = loop
+        self._on_written = on_written
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.written_lines = 0
+        self.written_bytes = 0
+        self.lost_lines = 0  # lines whose write failed
+        self._last_error = 0.0
+        self.closed = False
+        self.thread = threading.Thread(target=self._run, name=f"stream:{name}", daemon=True)
+        self.thread.start()
+
+    def submit(self, chunk: Chunk, owner: Any, nbytes: int) -> None:
+        self._queue.put((chunk, owner, nbytes))
+
+    def flush(self) -> asyncio.Future[None]:
+        """A future done once everything submitted before this call has been written."""
+        fut: asyncio.Future[None] = self._loop.create_future()
+        self._queue.put(fut)
+        return fut
+
+    def close(self) -> None:
+        """Write what is queued, then close the stream and end the thread."""
+        if not self.closed:
+            self.closed = True
+            self._queue.put(_CLOSE)
+
+    async def wait_closed(self, timeout: float) -> bool:
+        await asyncio.to_thread(self.thread.join, timeout)
+        return not self.thread.is_alive()
+
+    # ------------------------------------------------------------------ writer thread
+    def _run(self) -> None:
+        while True:
+            items = [self._queue.get()]
+            while len(items) < BATCH:
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            if not self._handle(items):
+                return
+
+    def _handle(self, items: list[Any]) -> bool:
+        chunks: list[Chunk] = []
+        charged: dict[Any, int] = {}
+        for item in items:
+            if isinstance(item, tuple):
+                chunk, owner, nbytes = item
+                chunks.append(chunk)
+                charged[owner] = charged.get(owner, 0) + nbytes
+                continue
+            # A flush or close marker: everything queued before it must be written first.
+            self._write(chunks)
+            chunks = []
+            if item is _CLOSE:
+                self._settle(charged)
+                self._close_stream()
+                return False
+            self._call(_resolve, item)
+        self._write(chunks)
+        self._settle(charged)
+        return True
+
+    def _settle(self, charged: dict[Any, int]) -> None:
+        if charged:
+            self._call(self._on_written, charged)
+
+    def _call(self, fn: Callable[..., Any], arg: Any) -> None:
+        # RuntimeError: the loop is closed, circusd is exiting and nobody waits for this any more.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(fn, arg)
+
+    def _write(self, chunks: list[Chunk]) -> None:
+        if not chunks:
+            return
+        try:
+            self.stream.write(chunks)
+        except Exception as exc:  # user stream classes can raise anything; a sink must outlive a bad line
+            self.lost_lines += sum(len(c.lines) for c in chunks)
+            now = time.monotonic()
+            if now - self._last_error > 5.0:
+                self._last_error = now
+                log.error("stream %s: write failed, %d lines lost: %s", self.name, self.lost_lines, exc)
+            return
+        self.written_lines += sum(len(c.lines) for c in chunks)
+        self.written_bytes += sum(c.nbytes() for c in chunks)
+
+    def _close_stream(self) -> None:
+        try:
+            self.stream.close()
+        except Exception as exc:  # same reason as in _write
+            log.error("stream %s: close failed: %s", self.name, exc)
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)

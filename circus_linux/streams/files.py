@@ -1,0 +1,202 @@
+"""FileStream, WatchedFileStream and TimedRotatingFileStream: append worker lines to a file, rotating it.
+
+Runs only in a sink's writer thread (plain blocking file I/O: regular files never return EAGAIN, so a
+thread is the only way to keep a slow disk away from the event loop). Must not touch the event loop.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime
+import os
+import re
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from circus_linux.streams.base import Chunk, Stream, opt_bool, opt_int, prefixed, time_prefix
+
+_OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+
+
+class FileStream(Stream):
+    """Append to `filename`; with max_bytes and backup_count, rotate to filename.1 .. filename.N.
+
+    As Python's RotatingFileHandler: no rotation while backup_count is 0 (the file just grows). A file never
+    exceeds max_bytes unless a single line is longer than max_bytes.
+    """
+
+    def __init__(
+        self,
+        filename: str,
+        max_bytes: int = 0,
+        backup_count: int = 0,
+        time_format: str | None = None,
+        **_ignored: Any,
+    ) -> None:
+        self.filename = os.path.abspath(str(filename))
+        self.max_bytes = int(max_bytes)
+        self.backup_count = int(backup_count)
+        self.time_format = time_format or None
+        self._fd: int | None = None
+        self._size = 0
+
+    # ---------------------------------------------------------------- file handling
+    def _open(self) -> int:
+        if self._fd is None:
+            self._fd = os.open(self.filename, _OPEN_FLAGS, 0o644)
+            self._size = os.fstat(self._fd).st_size
+        return self._fd
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _write_all(self, data: bytes) -> None:
+        fd = self._open()
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        self._size += len(data)
+
+    def _rotate(self) -> None:
+        self._close_fd()
+        for i in range(self.backup_count - 1, 0, -1):
+            src, dst = f"{self.filename}.{i}", f"{self.filename}.{i + 1}"
+            if os.path.exists(src):
+                os.replace(src, dst)
+        if os.path.exists(self.filename):
+            os.replace(self.filename, f"{self.filename}.1")
+
+    def before_write(self) -> None:
+        """Hook for subclasses: runs before each batch (reopen, timed rotation)."""
+
+    # ---------------------------------------------------------------- Stream
+    def write(self, chunks: Sequence[Chunk]) -> None:
+        self.before_write()
+        self._open()
+        rotating = bool(self.max_bytes and self.backup_count)
+        for chunk in chunks:
+            prefix = time_prefix(chunk, self.time_format)
+            data = prefixed(chunk, prefix)
+            if not rotating or self._size + len(data) <= self.max_bytes:
+                self._write_all(data)
+                continue
+            # Does not fit: line by line, so every file stays under max_bytes (but for a longer line).
+            pending: list[bytes] = []
+            size = 0
+            for line in chunk.lines:
+                entry = prefix + line + b"\n"
+                if self._size + size > 0 and self._size + size + len(entry) > self.max_bytes:
+                    if pending:
+                        self._write_all(b"".join(pending))
+                        pending, size = [], 0
+                    self._rotate()
+                    self._open()
+                pending.append(entry)
+                size += len(entry)
+            if pending:
+                self._write_all(b"".join(pending))
+
+    def close(self) -> None:
+        self._close_fd()
+
+
+class WatchedFileStream(FileStream):
+    """A FileStream that notices an external logrotate (rename or unlink) and reopens `filename`."""
+
+    def before_write(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            st = os.stat(self.filename)
+        except FileNotFoundError:
+            self._close_fd()
+            return
+        own = os.fstat(self._fd)
+        if (st.st_dev, st.st_ino) != (own.st_dev, own.st_ino):
+            self._close_fd()
+
+
+_UNITS = {"S": 1, "M": 60, "H": 3600, "D": 86400, "MIDNIGHT": 86400}
+_SUFFIX = {"S": "%Y-%m-%d_%H-%M-%S", "M": "%Y-%m-%d_%H-%M", "H": "%Y-%m-%d_%H"}
+
+
+class TimedRotatingFileStream(FileStream):
+    """Rotate every rotate_interval x rotate_when (S, M, H, D, midnight, W0..W6), keeping backup_count files.
+
+    Rotated files are named filename.<period start> (as Python's TimedRotatingFileHandler names them).
+    """
+
+    def __init__(
+        self,
+        filename: str,
+        rotate_when: str = "H",
+        rotate_interval: int = 1,
+        backup_count: int = 0,
+        utc: bool = False,
+        time_format: str | None = None,
+        **_ignored: Any,
+    ) -> None:
+        super().__init__(filename, 0, backup_count, time_format)
+        self.when = str(rotate_when).upper()
+        if not (self.when in _UNITS or re.fullmatch(r"W[0-6]", self.when)):
+            raise ValueError(f"rotate_when: expected S, M, H, D, midnight or W0..W6, got {rotate_when!r}")
+        self.interval = max(int(rotate_interval), 1)
+        self.utc = bool(utc) if isinstance(utc, bool) else str(utc).lower() in ("1", "true", "yes", "on")
+        self.suffix = _SUFFIX.get(self.when, "%Y-%m-%d")
+        self.rollover_at = self.next_rollover(time.time())
+
+    def _tm(self, t: float) -> time.struct_time:
+        return time.gmtime(t) if self.utc else time.localtime(t)
+
+    def next_rollover(self, now: float) -> float:
+        """The first rotation instant after `now` (pure arithmetic, testable)."""
+        if self.when in ("S", "M", "H", "D"):
+            return now + self.interval * _UNITS[self.when]
+        tm = self._tm(now)
+        midnight = _to_epoch(datetime.datetime(tm.tm_year, tm.tm_mon, tm.tm_mday), self.utc) + 86400
+        if self.when == "MIDNIGHT":
+            return midnight + (self.interval - 1) * 86400
+        # W<d>: midnight at the start of the next day <d> (0 = Monday), as logging does.
+        days_ahead = (int(self.when[1]) - tm.tm_wday - 1) % 7
+        return midnight + days_ahead * 86400
+
+    def before_write(self) -> None:
+        now = time.time()
+        if now < self.rollover_at:
+            return
+        start = self.rollover_at - (
+            self.interval * _UNITS[self.when] if self.when in ("S", "M", "H", "D") else 86400 * self.interval
+        )
+        self._close_fd()
+        if os.path.exists(self.filename) and os.path.getsize(self.filename) > 0:
+            target = f"{self.filename}.{time.strftime(self.suffix, self._tm(start))}"
+            os.replace(self.filename, target)
+            self._prune()
+        self.rollover_at = self.next_rollover(now)
+
+    def _prune(self) -> None:
+        if self.backup_count <= 0:
+            return
+        directory, base = os.path.split(self.filename)
+        olds = sorted(n for n in os.listdir(directory or ".") if n.startswith(base + ".") and n != base)
+        for name in olds[: max(len(olds) - self.backup_count, 0)]:
+            os.unlink(os.path.join(directory, name))
+
+
+def _to_epoch(dt: datetime.datetime, utc: bool) -> float:
+    return float(calendar.timegm(dt.timetuple())) if utc else time.mktime(dt.timetuple())
+
+
+def file_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Typed keyword arguments for the file classes from the ini options (already typed by config)."""
+    out = dict(options)
+    for key in ("max_bytes", "backup_count", "rotate_interval"):
+        if key in out:
+            out[key] = opt_int(out, key, 0)
+    if "utc" in out:
+        out["utc"] = opt_bool(out, "utc", False)
+    return out

@@ -1,0 +1,232 @@
+"""circusd's per-watcher cgroups on this host, through a real circusd: placement, tree kill, limits, stats.
+
+This host is hybrid (a cgroup2 mount without controllers plus v1 cpu/cpuacct/pids), so limits go through
+the v1 fallbacks here; the full v2 controllers are exercised in the qemu lab (test_lab_cgroups.py).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import select
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+from conftest import wait_for
+
+from circus_linux.kernel import cgroup as kcg
+from circus_linux.kernel.cgroup_parse import parse_flat_keyed, parse_proc_cgroup
+
+PY = sys.executable
+
+DOUBLE_FORK = """
+import os, signal, sys, time
+pidfile = sys.argv[1]
+pid = os.fork()
+if pid == 0:
+    os.setsid()
+    if os.fork() == 0:
+        # The grandchild ignores SIGTERM and is re-parented away from the worker: only the cgroup reaches it.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        with open(pidfile + ".tmp", "w") as f:
+            f.write(str(os.getpid()))
+        os.rename(pidfile + ".tmp", pidfile)
+        while True:
+            signal.pause()
+    os._exit(0)
+os.waitpid(pid, 0)
+while True:
+    signal.pause()
+"""
+
+FORKER = """
+import errno, os, signal, sys
+out = sys.argv[1]
+made, err = 0, 0
+for _ in range(20):
+    try:
+        pid = os.fork()
+    except OSError as e:
+        err = e.errno
+        break
+    if pid == 0:
+        signal.pause()
+        os._exit(0)
+    made += 1
+with open(out + ".tmp", "w") as f:
+    f.write(f"{made} {err}")
+os.rename(out + ".tmp", out)
+while True:
+    signal.pause()
+"""
+
+BUSY = "while True: pass"
+
+
+@pytest.fixture(scope="module")
+def host() -> kcg.CgroupHost:
+    if os.geteuid() != 0:
+        pytest.skip("cgroup tests need root")
+    h = kcg.detect()
+    if h.v2_mount is None:
+        pytest.skip("no cgroup2 mount on this host")
+    return h
+
+
+def v2_dir(host: kcg.CgroupHost, root: str, watcher: str) -> Path:
+    assert host.v2_mount is not None
+    return Path(host.v2_mount) / root.strip("/") / watcher
+
+
+def v1_dir(host: kcg.CgroupHost, ctrl: str, root: str, watcher: str) -> Path:
+    h = host.v1.get(ctrl)
+    if h is None:
+        pytest.skip(f"no v1 {ctrl} hierarchy on this host")
+    return Path(h.mountpoint) / root.strip("/") / watcher
+
+
+def ok(reply: dict[str, Any]) -> dict[str, Any]:
+    assert reply.get("status") == "ok", reply
+    return reply
+
+
+def watcher_ini(name: str, cmd: str, args: str = "", **opts: Any) -> str:
+    lines = [f"[watcher:{name}]", f"cmd = {cmd}"]
+    if args:
+        lines.append(f"args = {args}")
+    lines += [f"{k} = {v}" for k, v in opts.items()]
+    return "\n".join(lines) + "\n"
+
+
+def test_workers_are_spawned_into_their_cgroup(circusd: Any, cgroup_root: str, host: kcg.CgroupHost) -> None:
+    d = circusd(watcher_ini("web", "sleep 600", numprocesses=2) + watcher_ini("db", "sleep 600"))
+    pids = wait_for(lambda: (p := d.pids("web")) and len(p) == 2 and p, what="two web workers")
+    for name in ("web", "db"):
+        assert v2_dir(host, cgroup_root, name).is_dir()
+    assert sorted(
+        kcg.parse_pids(v2_dir(host, cgroup_root, "web").joinpath("cgroup.procs").read_text())
+    ) == sorted(pids)
+    for pid in pids:
+        member = parse_proc_cgroup(Path(f"/proc/{pid}/cgroup").read_text())
+        # CLONE_INTO_CGROUP puts the child there at birth: no window in circusd's own cgroup.
+        assert member.v2 == f"{cgroup_root}/web"
+        if "pids" in host.v1:
+            assert member.v1["pids"] == f"{cgroup_root}/web"
+
+
+def test_stop_kills_a_double_forked_grandchild(
+    circusd: Any, cgroup_root: str, host: kcg.CgroupHost, tmp_path: Path
+) -> None:
+    script = tmp_path / "dfork.py"
+    script.write_text(DOUBLE_FORK)
+    pidfile = tmp_path / "grandchild.pid"
+    d = circusd(watcher_ini("web", PY, f"{script} {pidfile}", graceful_timeout=1))
+    grandchild = int(wait_for(lambda: pidfile.exists() and pidfile.read_text(), what="grandchild pid"))
+    fd = os.pidfd_open(grandchild)
+    try:
+        assert grandchild not in d.pids("web")
+        ok(d.call("stop", name="web", waiting=True))
+        # The reply came after the cgroup was seen empty (cgroup.events populated 0).
+        events = parse_flat_keyed(v2_dir(host, cgroup_root, "web").joinpath("cgroup.events").read_text())
+        assert events["populated"] == 0
+        assert select.select([fd], [], [], 5.0)[0] == [fd], "grandchild survived the stop"
+    finally:
+        os.close(fd)
+
+
+def test_stats_reports_cgroup_cpu_usage(circusd: Any) -> None:
+    d = circusd(watcher_ini("busy", PY, f'-c "{BUSY}"'))
+    wait_for(lambda: d.pids("busy"), what="busy worker")
+    first = ok(d.call("stats", name="busy"))["cgroup"]
+    assert first["backends"]["cpu"] in ("v2", "v1")
+    wait_for(
+        lambda: (
+            ok(d.call("stats", name="busy"))["cgroup"]["cpu_usage_usec"] > first["cpu_usage_usec"] + 50_000
+        ),
+        what="cgroup cpu usage to grow",
+    )
+    again = ok(d.call("stats", name="busy"))["cgroup"]
+    assert isinstance(again["cpu_percent"], float) and again["cpu_percent"] >= 0
+    assert again["cpu_user_usec"] is not None
+    everything = ok(d.call("stats"))
+    assert set(everything["cgroups"]) == {"busy"} and set(everything["infos"]) == {"busy"}
+    info = next(iter(everything["infos"]["busy"].values()))
+    assert isinstance(info["rss"], int) and isinstance(info["mem_info1"], str)
+
+
+def test_dstats_says_which_backend_serves_what(circusd: Any, host: kcg.CgroupHost) -> None:
+    d = circusd(watcher_ini("web", "sleep 600", pids_max=50, cpu_weight=200))
+    cg = ok(d.call("dstats"))["info"]["cgroups"]
+    assert cg["mode"] == "explicit"
+    web = cg["watchers"]["web"]
+    assert set(web["limits"]) == {"pids_max", "cpu_weight"}
+    assert set(web["limits"].values()) <= {"v1", "v2"}
+    assert set(web["stats"]) >= {"cpu", "memory", "pids", "pressure"}
+
+
+def test_v1_pids_max_from_the_ini_makes_fork_fail(
+    circusd: Any, cgroup_root: str, host: kcg.CgroupHost, tmp_path: Path
+) -> None:
+    pids_dir = v1_dir(host, "pids", cgroup_root, "forker")
+    script = tmp_path / "forker.py"
+    script.write_text(FORKER)
+    out = tmp_path / "forks"
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    try:
+        d = circusd(watcher_ini("forker", PY, f"{script} {out}", pids_max=5, autostart="false"))
+        sub.connect(d.pubsub_endpoint)
+        sub.setsockopt(zmq.SUBSCRIBE, b"watcher.forker.limit")
+        assert pids_dir.joinpath("pids.max").read_text().strip() == "5"
+        ok(d.call("start", name="forker", waiting=True))
+        made, err = map(int, wait_for(lambda: out.exists() and out.read_text(), what="fork count").split())
+        assert (made, err) == (4, errno.EAGAIN)  # the worker itself is the fifth task
+        assert sub.poll(10_000), "no watcher.forker.limit event"
+        topic, body = sub.recv_multipart()
+        payload = json.loads(body)
+        assert topic == b"watcher.forker.limit" and payload["limit"] == "pids_max" and payload["count"] >= 1
+    finally:
+        sub.close()
+        ctx.term()
+
+
+def test_v1_cpu_max_from_the_ini_holds_a_busy_worker(
+    circusd: Any, cgroup_root: str, host: kcg.CgroupHost
+) -> None:
+    acct = v1_dir(host, "cpuacct", cgroup_root, "busy") / "cpuacct.usage"
+    v1_dir(host, "cpu", cgroup_root, "busy")
+    d = circusd(watcher_ini("busy", PY, f'-c "{BUSY}"', cpu_max="20%"))
+    wait_for(lambda: d.pids("busy") and int(acct.read_text()) > 0, what="busy worker running")
+    u0, t0 = int(acct.read_text()), time.monotonic()
+    time.sleep(2.0)  # the measurement window itself, not a wait for an event
+    u1, t1 = int(acct.read_text()), time.monotonic()
+    share = (u1 - u0) / 1e9 / (t1 - t0)
+    assert 0.10 <= share <= 0.30, f"busy worker got {share:.0%} of a CPU with cpu_max = 20%"
+
+
+def test_set_changes_limits_live_and_rejects_bad_values(
+    circusd: Any, cgroup_root: str, host: kcg.CgroupHost
+) -> None:
+    pids_max = v1_dir(host, "pids", cgroup_root, "web") / "pids.max"
+    quota = v1_dir(host, "cpu", cgroup_root, "web") / "cpu.cfs_quota_us"
+    d = circusd(watcher_ini("web", "sleep 600"))
+    ok(d.call("set", name="web", options={"pids_max": "3", "cpu_max": "50%"}))
+    assert pids_max.read_text().strip() == "3"
+    assert quota.read_text().strip() == "50000"
+    assert ok(d.call("get", name="web", keys=["pids_max", "cpu_max"]))["options"] == {
+        "pids_max": "3",
+        "cpu_max": "50%",
+    }
+    ok(d.call("set", name="web", options={"pids_max": 10}))  # Circus's circusctl sends typed values
+    assert pids_max.read_text().strip() == "10"
+    bad = d.call("set", name="web", options={"pids_max": "lots"})
+    assert bad["status"] == "error" and bad["errno"] == 3 and "pids_max" in bad["reason"]
+    bad = d.call("set", name="web", options={"memory_max": "12Q"})
+    assert bad["status"] == "error" and "memory_max" in bad["reason"]
+    assert pids_max.read_text().strip() == "10"  # a refused set changed nothing

@@ -1,0 +1,261 @@
+"""[plugin:NAME] sections as supervised plugin processes: the talk's Logger, Flapping, statsd, autoscaler."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import wait_for
+from integration.plugin_tap import PRIMER, EventTap
+
+# The talk's Logger plugin ("Étendre circus"), verbatim but for the import.
+TALK_LOGGER = """\
+from circus_linux.plugins import CircusPlugin
+
+
+class Logger(CircusPlugin):
+
+    name = 'logger'
+
+    def __init__(self, filename, **kwargs):
+        super(Logger, self).__init__(**kwargs)
+        self.filename = filename
+        self.file = None
+
+    def handle_init(self):
+        self.file = open(self.filename, 'a+')
+
+    def handle_stop(self):
+        self.file.close()
+
+    def handle_recv(self, data):
+        topic, msg = data
+        self.file.write('%s::%s' % (topic, msg))
+"""
+
+
+def active(d: Any, name: str) -> bool:
+    return d.call("status", name=name).get("status") == "active"
+
+
+def test_talk_logger_plugin_writes_the_events_it_receives(circusd: Any, tmp_path: Path) -> None:
+    (tmp_path / "talklogger.py").write_text(TALK_LOGGER)
+    events = tmp_path / "events.log"
+    d = circusd(
+        f"""
+[watcher:dummy]
+cmd = sleep 600
+
+[plugin:logger]
+use = talklogger.Logger
+filename = {events}
+""",
+        env={"PYTHONPATH": str(tmp_path)},
+    )
+    wait_for(lambda: active(d, "plugin:logger"), what="the logger plugin to be up")
+    assert "plugin:logger" in d.call("list")["watchers"]
+    assert d.call("incr", name="dummy", waiting=True)["numprocesses"] == 2
+    new_pid = max(d.pids("dummy"))
+    # The Logger only flushes on close: stop its watcher (SIGTERM -> handle_stop) and read the file.
+    assert d.call("stop", name="plugin:logger", waiting=True)["status"] == "ok"
+    text = events.read_text()
+    assert f'watcher.dummy.spawn::{{"process_pid": {new_pid}' in text
+    assert "b'" not in text  # topics and messages read as text, not as bytes reprs
+
+
+def test_plugin_with_a_bad_class_gives_up_without_hurting_circusd(circusd: Any) -> None:
+    d = circusd(
+        """
+[watcher:dummy]
+cmd = sleep 600
+
+[plugin:broken]
+use = no_such_module.Plugin
+"""
+    )
+    # 4 failed starts of a Python process each: seconds on a loaded machine.
+    wait_for(lambda: d.call("status", name="plugin:broken")["status"] == "stopped", 30, what="give up")
+    assert active(d, "dummy")
+    wait_for(lambda: "cannot start" in d.log_text(), what="the plugin's error in the log")
+
+
+FLAPPING = """
+[watcher:crash]
+cmd = sh -c 'exit 3'
+autostart = false
+max_retry = -1
+{overrides}
+
+[plugin:flapping]
+use = circus.plugins.flapping.Flapping
+retry_in = {retry_in}
+max_retry = 2
+attempts = 3
+window = 2
+"""
+
+
+def _flapping_scenario(circusd: Any, retry_in: str, overrides: str, expected_gap: float) -> None:
+    d = circusd(PRIMER + FLAPPING.format(retry_in=retry_in, overrides=overrides))
+    wait_for(lambda: active(d, "plugin:flapping"), what="the flapping plugin to be up")
+    tap = EventTap(d.pubsub_endpoint)
+    try:
+        tap.prime(d)
+        assert d.call("start", name="crash")["status"] == "ok"
+        timeout = 3 * expected_gap + 15
+        tap.wait(lambda ev: len([t for t, _ in ev if t == "watcher.crash.stop"]) >= 3, timeout, "3 stops")
+        # Given up: no start comes after the third stop, even well past retry_in.
+        deadline = time.monotonic() + expected_gap + 0.5
+        while time.monotonic() < deadline:
+            tap.pump(deadline - time.monotonic())
+        lifecycle = [
+            (t.rsplit(".", 1)[1], p["time"]) for t, p in tap.events if t.startswith("watcher.crash.")
+        ]
+        kinds = [k for k, _ in lifecycle if k in ("start", "stop")]
+        assert kinds == ["start", "stop", "start", "stop", "start", "stop"], kinds
+        # Each stop came after a burst of at least `attempts` reaps since the start before it.
+        reaps = 0
+        for kind, _ in lifecycle:
+            if kind == "reap":
+                reaps += 1
+            elif kind == "start":
+                reaps = 0
+            elif kind == "stop":
+                assert reaps >= 3
+        stops = [t for k, t in lifecycle if k == "stop"]
+        starts = [t for k, t in lifecycle if k == "start"]
+        for stop, restart in zip(stops[:2], starts[1:], strict=True):
+            assert restart - stop >= expected_gap * 0.9, (stop, restart)
+        assert d.call("status", name="crash")["status"] == "stopped"
+    finally:
+        tap.close()
+
+
+def test_flapping_stops_retries_and_gives_up_with_per_watcher_retry_in(circusd: Any) -> None:
+    # The plugin says retry_in = 3 (the talk); the watcher's flapping.retry_in = 0.5 overrides it.
+    _flapping_scenario(circusd, retry_in="3", overrides="flapping.retry_in = 0.5", expected_gap=0.5)
+
+
+@pytest.mark.slow
+def test_flapping_with_the_talks_config(circusd: Any) -> None:
+    # [plugin:flapping] retry_in = 3, max_retry = 2 as on the slide; smaller attempts/window.
+    _flapping_scenario(circusd, retry_in="3", overrides="", expected_gap=3.0)
+
+
+def _udp_listener() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.2)
+    return sock
+
+
+def _collect(sock: socket.socket, predicate: Any, timeout: float = 10.0) -> list[str]:
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    while not predicate(lines):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"statsd lines so far: {lines}")
+        try:
+            lines.append(sock.recv(4096).decode())
+        except TimeoutError:
+            continue
+    return lines
+
+
+def test_statsd_emitter_and_full_stats_against_a_udp_listener(circusd: Any) -> None:
+    udp = _udp_listener()
+    port = udp.getsockname()[1]
+    try:
+        d = circusd(
+            f"""
+[watcher:dummy]
+cmd = sleep 600
+
+[plugin:statsd]
+use = circus.plugins.statsd.StatsdEmitter
+host = 127.0.0.1
+port = {port}
+prefix = test.circus
+
+[plugin:fullstats]
+use = circus.plugins.statsd.FullStats
+host = 127.0.0.1
+port = {port}
+prefix = full
+loop_rate = 0.2
+"""
+        )
+        wait_for(lambda: active(d, "plugin:statsd"), what="the statsd plugin to be up")
+        lines = _collect(udp, lambda ls: "full._stats.processes_num:3|g" in ls)
+        assert "full.dummy.processes:1|g" in lines, lines
+        assert any(x.startswith("full.dummy.cpu:") and x.endswith("|g") for x in lines), lines
+        assert any(x.startswith("full._stats.watchers_num:") and x.endswith("|g") for x in lines)
+        d.call("incr", name="dummy", waiting=True)
+        lines = _collect(udp, lambda ls: "test.circus.dummy.spawn:1|c" in ls)
+        assert "test.circus.dummy.spawn:1|c" in lines
+    finally:
+        udp.close()
+
+
+ACCEPT_WHEN_FILE = (
+    "import os, socket, sys, time\n"
+    "s = socket.socket(fileno=int(sys.argv[1]))\n"
+    "while not os.path.exists(sys.argv[2]): time.sleep(0.02)\n"
+    "s.setblocking(True)\n"
+    "while True: s.accept()[0].close()\n"
+)
+
+
+def test_autoscaler_follows_the_accept_queue(circusd: Any, tmp_path: Path) -> None:
+    worker = tmp_path / "worker.py"
+    worker.write_text(ACCEPT_WHEN_FILE)
+    drain = tmp_path / "drain"
+    d = circusd(
+        f"""
+[socket:web]
+host = 127.0.0.1
+port = 0
+backlog = 128
+
+[watcher:web]
+cmd = {_python()} {worker} $(circus.sockets.web) {drain}
+use_sockets = true
+
+[plugin:scale]
+use = circus_linux.plugins.autoscaler.Autoscaler
+watcher = web
+socket = web
+min_workers = 1
+max_workers = 3
+queue_high = 2
+loop_rate = 0.1
+cooldown = 0.2
+"""
+    )
+    entry = next(s for s in d.call("listsockets")["sockets"] if s["name"] == "web")
+    if entry.get("queued") is None:
+        pytest.skip("listsockets reports no accept-queue depth here (sock_diag unavailable)")
+    clients = []
+    try:
+        # Nobody accepts yet: every connection the kernel completes waits in the accept queue.
+        for _ in range(30):
+            clients.append(socket.create_connection(("127.0.0.1", entry["port"]), timeout=5))
+        wait_for(lambda: d.call("numprocesses", name="web")["numprocesses"] == 3, what="scale up to 3")
+        assert len(d.pids("web")) == 3
+        drain.write_text("")  # the workers now accept: the queue empties
+        wait_for(lambda: d.call("numprocesses", name="web")["numprocesses"] == 1, what="scale down to 1")
+    finally:
+        for c in clients:
+            c.close()
+    # Every decision is logged with its reason (the plugin's stderr reaches circusd's output).
+    wait_for(lambda: "autoscaler: web decr -1" in d.log_text(), what="the decision log")
+    assert "autoscaler: web incr +1 -> 2 (queued=" in d.log_text()
+
+
+def _python() -> str:
+    import sys
+
+    return sys.executable

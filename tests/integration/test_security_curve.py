@@ -1,0 +1,343 @@
+"""CURVE on a real circusd: right key works, no key / wrong key / revoked key get nothing, fuzz never
+reaches the command layer; exposure rules, socket directory checks, command policy, privilege drop."""
+
+from __future__ import annotations
+
+import errno
+import grp
+import io
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+from conftest import circusd_argv, wait_for
+
+from circus_linux.cli import circusctl
+from circus_linux.control.client import CallError, Client
+from circus_linux.control.keys import ClientKeys, generate
+
+SLEEPER = "[watcher:w]\ncmd = sleep 600\nnumprocesses = 1\n"
+
+
+class Keys:
+    """A server pair, clients alice (authorized), bob (authorized), mallory (never authorized)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.authorized = root / "authorized"
+        self.authorized.mkdir(parents=True)
+        self.server_public, self.server_secret = generate(root / "server", "server")
+        self.pairs = {n: generate(root / "clients", n) for n in ("alice", "bob", "mallory")}
+        for name in ("alice", "bob"):
+            shutil.copy(self.pairs[name][0], self.authorized / f"{name}.key")
+
+    def client(self, name: str) -> ClientKeys:
+        return ClientKeys.from_files(str(self.server_public), str(self.pairs[name][1]))
+
+    def circus_options(self) -> dict[str, str]:
+        return {"curve_secret_key": str(self.server_secret), "curve_authorized_keys": str(self.authorized)}
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> Keys:
+    return Keys(tmp_path / "keys")
+
+
+def _answers(
+    endpoint: str, keys: ClientKeys | None, timeout: float = 0.5, command: str = "numwatchers"
+) -> Any:
+    with Client(endpoint, timeout, keys=keys) as c:
+        try:
+            return c.call(command)
+        except CallError:
+            return None
+
+
+def start_curve(circusd: Any, keys: Keys, sections: str = SLEEPER, **opts: Any) -> Any:
+    daemon = circusd(sections, wait=False, **keys.circus_options(), **opts)
+    alice = keys.client("alice")
+
+    def up() -> bool:
+        if daemon.proc.poll() is not None:
+            pytest.fail(f"circusd exited {daemon.proc.returncode}:\n{daemon.log_text()}")
+        return _answers(daemon.endpoint, alice) is not None
+
+    wait_for(up, 30, what="circusd answering alice over CURVE")
+    return daemon
+
+
+def _sub(ctx: zmq.Context[Any], endpoint: str, keys: ClientKeys | None) -> zmq.Socket[Any]:
+    sock = ctx.socket(zmq.SUB)
+    sock.setsockopt(zmq.LINGER, 0)
+    if keys is not None:
+        keys.apply(sock)
+    sock.setsockopt(zmq.SUBSCRIBE, b"watcher.")
+    sock.connect(endpoint)
+    return sock
+
+
+def test_right_key_controls_and_receives_events_wrong_or_no_key_gets_nothing(
+    circusd: Any, keys: Keys
+) -> None:
+    daemon = start_curve(circusd, keys)
+    alice, mallory = keys.client("alice"), keys.client("mallory")
+    assert _answers(daemon.endpoint, alice, command="list")["watchers"] == ["w"]
+    # no key at all, and a well-formed key the server does not know: no reply, the client times out
+    assert _answers(daemon.endpoint, None) is None
+    assert _answers(daemon.endpoint, mallory) is None
+
+    ctx: zmq.Context[Any] = zmq.Context()
+    try:
+        good = _sub(ctx, daemon.pubsub_endpoint, alice)
+        bad = _sub(ctx, daemon.pubsub_endpoint, mallory)
+        anon = _sub(ctx, daemon.pubsub_endpoint, None)
+        with Client(daemon.endpoint, 5, keys=alice) as c:
+            # PUB/SUB joins late: change the watcher until alice's subscription sees an event
+            deadline = time.monotonic() + 10
+            got = None
+            while got is None and time.monotonic() < deadline:
+                c.call("incr", name="w", waiting=True)
+                if good.poll(200):
+                    got = good.recv_multipart()
+            assert got is not None and got[0].startswith(b"watcher.w."), "alice received no event"
+            c.call("decr", name="w", waiting=True)
+            assert good.poll(2000)
+        # by now mallory and the anonymous subscriber have had every chance to join; they got nothing
+        assert not bad.poll(300)
+        assert not anon.poll(0)
+    finally:
+        ctx.destroy(linger=0)
+
+
+def test_revoked_key_stops_working_on_reloadconfig_and_sighup(circusd: Any, keys: Keys) -> None:
+    daemon = start_curve(circusd, keys)
+    alice, bob = keys.client("alice"), keys.client("bob")
+    with Client(daemon.endpoint, 0.5, keys=alice) as open_conn:
+        assert open_conn.call("numwatchers")["numwatchers"] == 1
+        (keys.authorized / "alice.key").unlink()
+        assert _answers(daemon.endpoint, bob, command="reloadconfig") is not None
+        # new connections with the revoked key get nothing...
+        wait_for(lambda: _answers(daemon.endpoint, alice, timeout=0.3) is None, 10, what="alice refused")
+        # ...and so does the connection opened before the revocation (frames re-checked per key)
+        with pytest.raises(CallError, match="Timed out"):
+            open_conn.call("numwatchers")
+    assert _answers(daemon.endpoint, bob) is not None
+    # SIGHUP re-reads the directory too: put alice back, revoke bob
+    shutil.copy(keys.pairs["alice"][0], keys.authorized / "alice.key")
+    (keys.authorized / "bob.key").unlink()
+    daemon.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: _answers(daemon.endpoint, alice, timeout=0.3) is not None, 10, what="alice back")
+    assert _answers(daemon.endpoint, bob, timeout=0.3) is None
+    dstats = _answers(daemon.endpoint, alice, command="dstats")["info"]
+    assert dstats["revoked_dropped"] >= 1
+
+
+def _zmtp_greeting(mechanism: bytes) -> bytes:
+    # ZMTP 3.0 greeting: signature, version 3.0, mechanism (20 bytes), as-server, filler
+    return b"\xff" + b"\x00" * 8 + b"\x7f" + b"\x03\x00" + mechanism.ljust(20, b"\x00") + b"\x00" * 32
+
+
+def test_fuzzed_and_oversized_frames_from_unauthenticated_peers_never_reach_the_command_layer(
+    circusd: Any, keys: Keys, tmp_path: Path
+) -> None:
+    port = _free_port()
+    daemon = start_curve(circusd, keys, endpoint=f"tcp://127.0.0.1:{port}")
+    alice = keys.client("alice")
+    before = _answers(daemon.endpoint, alice, command="dstats")["info"]
+    rng = __import__("random").Random(1234)
+    payloads = [
+        b"",
+        bytes(rng.getrandbits(8) for _ in range(4096)),
+        _zmtp_greeting(b"NULL") + bytes(rng.getrandbits(8) for _ in range(512)),
+        _zmtp_greeting(b"PLAIN") + b"\x04\x1a\x05HELLO" + b"\x00" * 20,
+        _zmtp_greeting(b"CURVE") + b"\x04\xc8\x05HELLO" + bytes(200),
+        _zmtp_greeting(b"NULL") + b"\x06" + (64 << 20).to_bytes(8, "big") + b"x" * 65536,  # "64 MiB" frame
+    ]
+    for data in payloads:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+            try:
+                s.sendall(data)
+                s.shutdown(socket.SHUT_WR)
+                while s.recv(65536):  # the server may answer its greeting, then drops us
+                    pass
+            except (TimeoutError, ConnectionResetError, BrokenPipeError):
+                pass
+            except OSError as exc:  # ENOTCONN: already dropped by the server, as it should
+                assert exc.errno == errno.ENOTCONN, exc
+    ctx: zmq.Context[Any] = zmq.Context()
+    try:  # well-formed zmq peers without CURVE, and with an unknown key, sending real commands
+        for peer_keys in (None, keys.client("mallory")):
+            sock = ctx.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            if peer_keys is not None:
+                peer_keys.apply(sock)
+            sock.connect(daemon.endpoint)
+            for body in (b'{"id": "1", "command": "quit", "properties": {}}', b"\x00" * (1 << 20)):
+                sock.send(body)
+            assert not sock.poll(300)
+            sock.close()
+    finally:
+        ctx.destroy(linger=0)
+    after = _answers(daemon.endpoint, alice, command="dstats")["info"]
+    # exactly one more request reached the command layer: this dstats
+    assert after["requests_received"] == before["requests_received"] + 1
+    assert after["commands_handled"] == before["commands_handled"] + 1
+    assert daemon.proc.poll() is None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _run_circusd(tmp_path: Path, text: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / f"c-{uuid.uuid4().hex[:6]}.ini"
+    path.write_text(text)
+    return subprocess.run(
+        circusd_argv(str(path)), capture_output=True, text=True, timeout=timeout, cwd=tmp_path
+    )
+
+
+def test_non_loopback_tcp_without_auth_refuses_to_start(tmp_path: Path) -> None:
+    port = _free_port()
+    text = f"[circus]\nendpoint = tcp://0.0.0.0:{port}\ncgroup_root = no\n{SLEEPER}"
+    res = _run_circusd(tmp_path, text)
+    assert res.returncode == 1, res.stderr
+    assert "not a loopback address" in res.stderr and "insecure = true" in res.stderr
+    path = tmp_path / "exposed.ini"
+    path.write_text(text)
+    check = subprocess.run(circusd_argv("--check", str(path)), capture_output=True, text=True, timeout=20)
+    assert check.returncode == 1 and "not a loopback address" in check.stderr
+
+
+def test_insecure_true_starts_with_a_loud_warning(circusd: Any) -> None:
+    port = _free_port()
+    daemon = circusd(SLEEPER, endpoint=f"tcp://0.0.0.0:{port}", insecure="true")
+    assert daemon.call("numwatchers")["numwatchers"] == 1
+    assert "INSECURE: tcp://0.0.0.0" in daemon.log_text()
+
+
+def _ipc_config(control_dir: Path, tmp_path: Path) -> str:
+    return (
+        f"[circus]\nendpoint = ipc://{control_dir}/ctl.sock\n"
+        f"pubsub_endpoint = ipc://{tmp_path}/p.sock\ncgroup_root = no\n"
+    )
+
+
+def test_world_writable_socket_directory_refuses_to_start(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    text = _ipc_config(shared, tmp_path)
+    res = _run_circusd(tmp_path, text + SLEEPER)
+    assert res.returncode == 2, res.stderr
+    assert "world-writable" in res.stderr and str(shared) in res.stderr
+    assert not (shared / "ctl.sock").exists()
+
+
+def test_socket_directory_owned_by_another_user_refuses_to_start(tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    os.chown(other, pwd.getpwnam("nobody").pw_uid, -1)
+    text = _ipc_config(other, tmp_path)
+    res = _run_circusd(tmp_path, text + SLEEPER)
+    assert res.returncode == 2 and "owned by uid" in res.stderr, res.stderr
+
+
+def test_ipc_sockets_get_owner_group_and_mode(circusd: Any, tmp_path: Path) -> None:
+    group = grp.getgrnam("nogroup").gr_gid
+    run = tmp_path / "run"  # missing: circusd creates it, 0750, group endpoint_group
+    daemon = circusd(
+        SLEEPER,
+        endpoint=f"ipc://{run}/ctl.sock",
+        pubsub_endpoint=f"ipc://{run}/pub.sock",
+        endpoint_group="nogroup",
+    )
+    assert daemon.call("numwatchers")["status"] == "ok"
+    for name in ("ctl.sock", "pub.sock"):
+        st = os.stat(run / name)
+        assert (stat.S_IMODE(st.st_mode), st.st_gid) == (0o660, group), name
+    st = os.stat(run)
+    assert (stat.S_IMODE(st.st_mode), st.st_gid) == (0o750, group)
+    private = circusd(SLEEPER)
+    assert stat.S_IMODE(os.stat(private.endpoint[len("ipc://") :]).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(private.pubsub_endpoint[len("ipc://") :]).st_mode) == 0o600
+
+
+def test_allow_spawn_changes_false_refuses_add_and_spawn_keys(circusd: Any) -> None:
+    daemon = circusd(SLEEPER, allow_spawn_changes="false", disabled_commands="quit")
+    add = daemon.call("add", name="evil", cmd="sh -c 'id > /tmp/pwned'", start=True)
+    assert (add["status"], add["errno"]) == ("error", 5) and "allow_spawn_changes" in add["reason"]
+    for key, value in (("cmd", "sh"), ("args", "-c id"), ("uid", 0), ("hooks.before_start", "os.system")):
+        reply = daemon.call("set", name="w", options={key: value})
+        assert reply["status"] == "error" and key in reply["reason"], reply
+    assert daemon.call("set", name="w", options={"numprocesses": 2}, waiting=True)["status"] == "ok"
+    assert len(daemon.pids("w")) == 2
+    quit_ = daemon.call("quit")
+    assert quit_["status"] == "error" and "disabled_commands" in quit_["reason"]
+    assert daemon.call("numwatchers")["numwatchers"] == 1
+
+
+def test_worker_runs_as_nobody_nogroup(circusd: Any) -> None:
+    nobody, nogroup = pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid
+    daemon = circusd("[watcher:w]\ncmd = sleep 600\nuid = nobody\ngid = nogroup\nworking_dir = /\n")
+    (pid,) = wait_for(lambda: daemon.pids("w"), 10, what="worker")
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    assert [int(x) for x in fields["Uid"].split()] == [nobody] * 4
+    assert [int(x) for x in fields["Gid"].split()] == [nogroup] * 4
+    assert fields["Groups"].split() in ([], [str(nogroup)])
+
+
+def test_circusctl_keygen_and_curve_options(circusd: Any, keys: Keys, tmp_path: Path) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    assert circusctl.main(["keygen", str(tmp_path / "new"), "carol"], out, err) == 0, err.getvalue()
+    public, secret = tmp_path / "new/carol.key", tmp_path / "new/carol.key_secret"
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600 and "secret-key" in secret.read_text()
+    assert circusctl.main(["keygen", str(tmp_path / "new"), "carol"], io.StringIO(), io.StringIO()) == 1
+    shutil.copy(public, keys.authorized / "carol.key")
+    daemon = start_curve(circusd, keys)
+    argv = ["--endpoint", daemon.endpoint, "--timeout", "5", "--json", "list"]
+    out = io.StringIO()
+    rc = circusctl.main(
+        [*argv, "--server-key", str(keys.server_public), "--client-key", str(secret)], out, err
+    )
+    assert rc == 0 and json.loads(out.getvalue())["watchers"] == ["w"]
+    # the environment variables, and an unknown key: a timeout, exit 1
+    env = {
+        "CIRCUSCTL_SERVER_KEY": str(keys.server_public),
+        "CIRCUSCTL_CLIENT_KEY": str(keys.pairs["mallory"][1]),
+    }
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        err = io.StringIO()
+        argv[3] = "0.5"
+        assert circusctl.main(argv, io.StringIO(), err) == 1 and "Timed out" in err.getvalue()
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def test_ssh_tunnel_failure_is_reported_not_hung() -> None:
+    if shutil.which("ssh") is None:
+        pytest.skip("no OpenSSH client")
+    port = _free_port()  # nothing listens there: ssh fails at once, and circusctl says why
+    err = io.StringIO()
+    argv = ["--ssh", f"nobody@127.0.0.1:{port}", "--endpoint", "tcp://127.0.0.1:5555", "list"]
+    assert circusctl.main(argv, io.StringIO(), err) == 2
+    assert f"ssh nobody@127.0.0.1:{port} failed" in err.getvalue()

@@ -1,0 +1,193 @@
+"""Pure parts of the plugin layer: option passing, plugin watcher configs, policies, the plugin loop."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+
+from circus_linux import config as configmod
+from circus_linux.config.model import CircusConfig, PluginConfig
+from circus_linux.plugins import CircusPlugin, Frame
+from circus_linux.plugins.autoscaler import Policy, Reading
+from circus_linux.plugins.flapping import Flapping
+from circus_linux.plugins.loop import PluginLoop
+from circus_linux.plugins.resource_watcher import MemLimit, ResourceWatcher, Sample, parse_mem
+from circus_linux.plugins.run import build, options_from_env, resolve
+from circus_linux.plugins.statsd import FullStats, StatsdEmitter
+from circus_linux.runtime.plugins import plugin_watcher, plugin_watchers
+
+
+def test_frame_formats_as_text_and_splits_as_bytes() -> None:
+    topic, msg = Frame(b"watcher.web.spawn"), Frame(b'{"process_pid": 1}')
+    assert "%s::%s" % (topic, msg) == 'watcher.web.spawn::{"process_pid": 1}'  # noqa: UP031 (the talk's form)
+    assert topic.split(b".") == [b"watcher", b"web", b"spawn"]
+    assert json.loads(msg) == {"process_pid": 1}
+
+
+def test_split_data_keeps_dotted_and_plugin_names() -> None:
+    assert CircusPlugin.split_data((b"watcher.a.b.reap", b"{}")) == ("a.b", "reap", b"{}")
+    assert CircusPlugin.split_data(("watcher.plugin:x.spawn", "{}"))[:2] == ("plugin:x", "spawn")
+
+
+def test_circus_names_map_to_bundled_classes() -> None:
+    assert resolve("circus.plugins.flapping.Flapping") is Flapping
+    assert resolve("circus.plugins.statsd.FullStats") is FullStats
+    with pytest.raises(ValueError):
+        resolve("circus_linux.plugins.flapping.NoSuchThing")
+
+
+def test_options_are_json_and_reach_the_constructor() -> None:
+    env = {
+        "CIRCUS_PLUGIN_OPTIONS": json.dumps(
+            {"retry_in": "3", "max_retry": "2", "use": "x", "endpoint": "evil"}
+        ),
+        "CIRCUS_ENDPOINT": "ipc:///nowhere/ctl",
+        "CIRCUS_PUBSUB_ENDPOINT": "ipc:///nowhere/pub",
+    }
+    assert options_from_env(env) == {"retry_in": "3", "max_retry": "2"}
+    plugin = build("circus.plugins.flapping.Flapping", env)
+    assert isinstance(plugin, Flapping)
+    assert plugin.defaults["retry_in"] == 3.0 and plugin.defaults["max_retry"] == 2.0
+    assert plugin.endpoint == "ipc:///nowhere/ctl"
+    plugin.context.term()
+    with pytest.raises(ValueError):
+        options_from_env({"CIRCUS_PLUGIN_OPTIONS": "[1, 2]"})
+
+
+def test_plugin_sections_become_singleton_watchers_started_first() -> None:
+    cfg = configmod.loads(
+        """
+[circus]
+endpoint = ipc:///x/ctl
+[watcher:web]
+cmd = sleep 1
+priority = 7
+[plugin:flapping]
+use = circus.plugins.flapping.Flapping
+retry_in = 3
+[plugin:c]
+cmd = /usr/bin/reactor
+args = /tmp/log
+notify = true
+""",
+        "/x/circus.ini",
+    )
+    flapping, c = plugin_watchers(cfg)
+    assert flapping.name == "plugin:flapping" and flapping.singleton and flapping.numprocesses == 1
+    assert flapping.priority == 8 and flapping.notify and flapping.copy_env
+    assert flapping.args is not None and flapping.args.endswith(
+        "circus_linux.plugins.run circus_linux.plugins.flapping.Flapping"
+    )
+    env = flapping.env
+    assert env["CIRCUS_ENDPOINT"] == "ipc:///x/ctl" and env["CIRCUS_PLUGIN_NAME"] == "flapping"
+    assert json.loads(env["CIRCUS_PLUGIN_OPTIONS"]) == {"retry_in": "3"}
+    assert c.cmd == "/usr/bin/reactor" and c.args == "/tmp/log" and c.notify
+    assert json.loads(c.env["CIRCUS_PLUGIN_OPTIONS"]) == {}
+
+
+def test_plugin_watcher_quotes_the_interpreter() -> None:
+    cfg = plugin_watcher(PluginConfig("p", "a.B"), CircusConfig(), python="/opt/my python/bin/python3")
+    assert cfg.cmd == "'/opt/my python/bin/python3'"
+
+
+class _RecordingFlapping(Flapping):
+    """Flapping with its wire calls recorded instead of sent (the unit under test is the decision)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+
+    def call(self, command: str, **props: Any) -> dict[str, Any]:
+        self.sent.append((command, props))
+        return {"status": "ok", "options": {"flapping.attempts": "3"}}
+
+    def cast(self, command: str, **props: Any) -> None:
+        self.sent.append((command, props))
+
+
+def _reap(plugin: Flapping, name: str, t: float) -> None:
+    plugin.handle_recv((Frame(f"watcher.{name}.reap".encode()), Frame(json.dumps({"time": t}).encode())))
+
+
+def test_flapping_decisions_and_per_watcher_override() -> None:
+    p = _RecordingFlapping(window="1", retry_in="5", max_retry="1", attempts="2")
+    try:
+        _reap(p, "w", 0.0)
+        _reap(p, "w", 0.5)  # 2 reaps, but the watcher says attempts = 3
+        assert [c for c, _ in p.sent] == ["options"]
+        _reap(p, "w", 0.9)
+        assert [c for c, _ in p.sent] == ["options", "stop"]  # retry 1 of 1, timer armed
+        assert "w" in p.timers
+        for t in (10.0, 10.1, 10.2):
+            _reap(p, "w", t)
+        assert [c for c, _ in p.sent][-1] == "stop" and p.tries["w"] == 0  # gave up
+        for t in (20.0, 22.0, 24.0):  # slow crashes: never flapping
+            _reap(p, "slow", t)
+        assert ("stop", {"name": "slow"}) not in p.sent
+        _reap(p, "plugin:x", 1.0)
+        assert all(props.get("name") != "plugin:x" for _, props in p.sent)
+    finally:
+        p.context.term()
+
+
+def test_autoscaler_policy() -> None:
+    pol = Policy(min_workers=1, max_workers=3, queue_high=2, queue_low=0)
+    assert pol.decide(Reading(1, 10, None)).delta == 1
+    assert pol.decide(Reading(3, 100, None)).delta == 0
+    assert pol.decide(Reading(2, 0, None)).delta == -1
+    assert pol.decide(Reading(1, 0, None)).delta == 0
+    assert pol.decide(Reading(2, 3, None)).delta == 0  # 1.5 per worker: steady
+    assert pol.decide(Reading(0, None, None)).delta == 1  # below min
+    assert pol.decide(Reading(2, None, None)).delta == 0  # nothing measured: no guess
+    cpu = Policy(min_workers=1, max_workers=4, cpu_high=80, cpu_low=10)
+    assert cpu.decide(Reading(2, None, 95.0)).delta == 1
+    assert cpu.decide(Reading(2, None, 5.0)).delta == -1
+    assert cpu.decide(Reading(2, None, 50.0)).delta == 0
+
+
+def test_resource_watcher_rules() -> None:
+    assert parse_mem("20%") == MemLimit(20.0, True)
+    assert parse_mem("100M") == MemLimit(100 * 1024**2, False)
+    assert parse_mem("15") == MemLimit(15.0, True)
+    rw = ResourceWatcher(watcher="w", max_cpu="50", max_mem="1M", health_threshold="75")
+    try:
+        v = rw.verdicts([Sample(cpu=60, mem=1, rss=2 * 1024**2), Sample(cpu=1, mem=1, rss=10)])
+        assert v["max_cpu"] and v["max_mem"] and not v["health"] and not v["min_cpu"]
+        assert rw.verdicts([]) == {}
+        with pytest.raises(ValueError):
+            ResourceWatcher()
+    finally:
+        rw.context.term()
+
+
+def test_statsd_names_are_line_safe() -> None:
+    s = StatsdEmitter(host="127.0.0.1", port="9", prefix="p")
+    try:
+        assert s.statsd._name("plugin:x.spawn") == "p.plugin_x.spawn"
+        assert StatsdEmitter.default_app_name == "app"
+    finally:
+        s.statsd.close()
+        s.context.term()
+
+
+def test_plugin_loop_timers_and_stop() -> None:
+    loop = PluginLoop()
+    seen: list[str] = []
+    ticks = loop.call_every(0.01, lambda: seen.append("tick"), first=0)
+    loop.call_later(0.005, lambda: seen.append("once"))
+    cancelled = loop.call_later(0.001, lambda: seen.append("never"))
+    cancelled.cancel()
+
+    def boom() -> None:
+        raise RuntimeError("a failing callback is logged, the loop goes on")
+
+    loop.call_later(0.002, boom)
+    loop.call_later(0.05, loop.stop)
+    began = time.monotonic()
+    loop.run()
+    assert time.monotonic() - began < 1.0
+    assert "once" in seen and "never" not in seen and seen.count("tick") >= 3
+    ticks.cancel()

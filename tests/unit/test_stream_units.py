@@ -1,0 +1,170 @@
+"""Output streams without a daemon: line splitting, journald header and fields, file rotation, options."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from circus_linux.config import StreamConfig, loads
+from circus_linux.runtime.stream_lines import CONTINUED, LineSplitter
+from circus_linux.runtime.streams import apply_stream_options
+from circus_linux.streams import Chunk, is_direct, make_stream
+from circus_linux.streams.files import FileStream, TimedRotatingFileStream, WatchedFileStream
+from circus_linux.streams.journal import JournalStream, journal_fields, stream_header
+
+
+def chunk(lines: list[bytes], pid: int = 42, wid: int = 1, kind: str = "stdout", t: float = 0.0) -> Chunk:
+    return Chunk("web", kind, pid, wid, t or time.time(), lines)
+
+
+def test_lines_are_split_across_reads_and_the_partial_is_kept() -> None:
+    s = LineSplitter(64)
+    assert s.feed(b"a\nb") == [b"a"]
+    assert s.feed(b"c\n\nd") == [b"bc", b""]
+    assert s.finish() == [b"d"]
+    assert s.finish() == []
+
+
+def test_a_long_line_is_cut_with_a_marker_and_counted_once() -> None:
+    s = LineSplitter(64)
+    out = s.feed(b"x" * 200 + b"\nok\n")
+    assert out[-1] == b"ok" and all(len(p) <= 64 for p in out)
+    assert all(p.endswith(CONTINUED) for p in out[:-2]) and not out[-2].endswith(CONTINUED)
+    assert b"".join(p.removesuffix(CONTINUED) for p in out[:-1]) == b"x" * 200
+    assert s.split == 1
+
+
+def test_a_long_partial_line_never_grows_past_the_bound() -> None:
+    s = LineSplitter(64)
+    pieces: list[bytes] = []
+    for _ in range(10):
+        pieces += s.feed(b"y" * 50)
+        assert len(s.partial) <= 64
+    pieces += s.feed(b"\n")
+    assert b"".join(p.removesuffix(CONTINUED) for p in pieces) == b"y" * 500
+    assert s.split == 1
+
+
+def test_journal_stream_header_is_what_sd_journal_stream_fd_sends() -> None:
+    assert stream_header("web", 6) == b"web\n\n6\n0\n0\n0\n0\n"
+    assert stream_header("web", 3, level_prefix=True) == b"web\n\n3\n1\n0\n0\n0\n"
+    with pytest.raises(ValueError):
+        stream_header("a\nb", 6)
+
+
+def test_relayed_journal_lines_carry_the_circus_fields_and_priority_by_stream() -> None:
+    sent: list[tuple[bytes, ...]] = []
+    stream = JournalStream(send=lambda *fields: sent.append(fields))
+    stream.write([chunk([b"hello"], pid=7, wid=2), chunk([b"oops"], pid=7, wid=2, kind="stderr")])
+    assert set(sent[0]) >= {b"MESSAGE=hello", b"PRIORITY=6", b"SYSLOG_IDENTIFIER=web", b"CIRCUS_WATCHER=web",
+                            b"CIRCUS_WID=2", b"CIRCUS_PID=7"}  # fmt: skip
+    assert b"PRIORITY=3" in sent[1] and b"MESSAGE=oops" in journal_fields(chunk([b"oops"]), b"oops")
+
+
+def test_direct_mode_is_the_journal_direct_class_or_direct_true() -> None:
+    assert is_direct("journal-direct", {})
+    assert is_direct("journal", {"direct": "true"}) and is_direct("JournalStream", {"direct": True})
+    assert not is_direct("journal", {}) and not is_direct("FileStream", {"direct": "true"})
+
+
+def test_config_accepts_the_journal_classes() -> None:
+    cfg = loads("[watcher:w]\ncmd = /bin/true\nstdout_stream.class = journal-direct\n"
+                "stderr_stream.class = journal\n", "t.ini")  # fmt: skip
+    w = cfg.watchers[0]
+    assert w.stdout_stream is not None and w.stdout_stream.cls == "journal-direct"
+    assert w.stderr_stream is not None and w.stderr_stream.cls == "journal"
+
+
+def test_file_stream_rotates_at_max_bytes_keeping_backup_count(tmp_path: Path) -> None:
+    path = tmp_path / "out.log"
+    s = FileStream(str(path), max_bytes=100, backup_count=2)
+    for i in range(30):
+        s.write([chunk([b"line %03d" % i])])  # 9 bytes a line
+    s.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.log", "out.log.1", "out.log.2"]
+    for p in tmp_path.iterdir():
+        assert p.stat().st_size <= 100
+    text = "".join((tmp_path / n).read_text() for n in ("out.log.2", "out.log.1", "out.log"))
+    numbers = [int(line.split()[1]) for line in text.splitlines()]
+    assert numbers == list(range(numbers[0], 30))  # the newest lines, in order, none cut
+
+
+def test_a_big_chunk_is_split_over_rotations(tmp_path: Path) -> None:
+    path = tmp_path / "out.log"
+    s = FileStream(str(path), max_bytes=50, backup_count=10)
+    s.write([chunk([b"%04d" % i for i in range(40)])])  # 5 bytes a line: 4 files of 10 lines
+    s.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.log", "out.log.1", "out.log.2", "out.log.3"]
+    assert path.read_text().splitlines() == [f"{i:04d}" for i in range(30, 40)]
+
+
+def test_time_format_prefixes_every_line(tmp_path: Path) -> None:
+    path = tmp_path / "out.log"
+    s = FileStream(str(path), time_format="%Y-%m-%d")
+    t = time.mktime((2024, 5, 6, 12, 0, 0, 0, 0, -1))
+    s.write([chunk([b"a", b"b"], pid=99, t=t)])
+    s.close()
+    assert path.read_text() == "2024-05-06 [99] | a\n2024-05-06 [99] | b\n"
+
+
+def test_watched_file_stream_reopens_after_an_external_rename(tmp_path: Path) -> None:
+    path = tmp_path / "out.log"
+    s = WatchedFileStream(str(path))
+    s.write([chunk([b"before"])])
+    os.rename(path, tmp_path / "out.log.1")
+    s.write([chunk([b"after"])])
+    s.close()
+    assert (tmp_path / "out.log.1").read_text() == "before\n"
+    assert path.read_text() == "after\n"
+
+
+def test_timed_rotation_rolls_to_a_dated_name(tmp_path: Path) -> None:
+    path = tmp_path / "out.log"
+    s = TimedRotatingFileStream(str(path), rotate_when="S", rotate_interval=1, backup_count=1)
+    s.write([chunk([b"one"])])
+    s.rollover_at = time.time() - 1  # as if the interval had passed
+    s.write([chunk([b"two"])])
+    s.close()
+    rotated = [p for p in tmp_path.iterdir() if p.name != "out.log"]
+    assert len(rotated) == 1 and rotated[0].read_text() == "one\n" and path.read_text() == "two\n"
+    midnight = TimedRotatingFileStream(str(path), rotate_when="midnight", utc=True)
+    assert midnight.next_rollover(86400 * 10 + 5) == 86400 * 11
+
+
+def test_unknown_classes_and_missing_filenames_are_value_errors() -> None:
+    with pytest.raises(ValueError):
+        make_stream("nosuch.module.Stream", {})
+    with pytest.raises(ValueError):
+        make_stream("FileStream", {})
+
+
+class Collect:
+    """A user stream class as Circus defines them: kwargs in, called with a data dict."""
+
+    got: list[dict[str, object]] = []
+
+    def __init__(self, tag: str = "") -> None:
+        self.tag = tag
+
+    def __call__(self, data: dict[str, object]) -> None:
+        Collect.got.append({**data, "tag": self.tag})
+
+
+def test_a_dotted_user_class_is_called_with_circus_data() -> None:
+    stream = make_stream(f"{__name__}.Collect", {"tag": "t"})
+    stream.write([chunk([b"a", b"b"], pid=5)])
+    got = Collect.got[-1]
+    assert got["data"] == b"a\nb\n" and got["pid"] == 5 and got["tag"] == "t"
+
+
+def test_set_stream_options_build_a_new_stream_config() -> None:
+    cfg = loads("[watcher:w]\ncmd = /bin/true\nstdout_stream.class = FileStream\n"
+                "stdout_stream.filename = /tmp/a\n", "t.ini").watchers[0]  # fmt: skip
+    new = apply_stream_options(cfg, {"stdout_stream.filename": "/tmp/b"})
+    assert new.stdout_stream == StreamConfig("FileStream", {"filename": "/tmp/b"})
+    assert new.raw["stdout_stream.filename"] == "/tmp/b"
+    fresh = apply_stream_options(cfg, {"stderr_stream.class": "StdoutStream"})
+    assert fresh.stderr_stream == StreamConfig("StdoutStream", {})

@@ -11,8 +11,10 @@ echo "== lint: ruff + mypy"
 .venv/bin/mypy circus_linux
 
 echo "== tests with the newest PyPI releases ($(.venv/bin/python -c 'import zmq, psutil, cffi; print("pyzmq", zmq.__version__, "psutil", psutil.__version__, "cffi", cffi.__version__)'))"
-.venv/bin/python -P -m pytest -p no:cacheprovider "$@"
+# This run includes the slow fault/load tests and the lab (systemd in nspawn, full cgroup v2 in qemu).
+.venv/bin/python -P -m pytest -p no:cacheprovider --run-slow "$@"
 
 echo "== tests with Debian's packages ($(.venv-debian/bin/python -c 'import zmq, psutil, cffi; print("pyzmq", zmq.__version__, "psutil", psutil.__version__, "cffi", cffi.__version__)'))"
-# The lab tests (systemd in nspawn, qemu) already ran above and do not depend on the Python stack.
+# The lab tests (systemd in nspawn, qemu; the nspawn one already runs on Debian's python3-* packages)
+# and the slow fault tests ran above; this run proves the same code on Debian's library versions.
 CIRCUS_SKIP_LAB=1 .venv-debian/bin/python -P -m pytest -p no:cacheprovider "$@"

@@ -11,13 +11,13 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from labsupport import lab_checkout
 
 REPO = Path(__file__).resolve().parents[2]
-LAB = REPO / "tests" / "lab"
-SYSTEM = REPO / "tests" / "system"
 # Exit status the guest scripts use for "nothing could run yet" (autotools/autopkgtest convention).
 EXIT_SKIP = 77
 
@@ -49,6 +49,8 @@ def _has_cap_sys_admin() -> bool:
 
 def _lab_unavailable() -> str | None:
     """Why the nspawn lab cannot run here, or None when it can."""
+    if os.environ.get("CIRCUS_SKIP_LAB") == "1":
+        return "CIRCUS_SKIP_LAB=1 (tests/run.sh runs the lab once, in its first pass)"
     if os.geteuid() != 0:
         return "the nspawn lab needs root"
     if _inside_container():
@@ -62,18 +64,15 @@ def _lab_unavailable() -> str | None:
         return "systemd-nspawn is missing and cannot be installed (no apt-get)"
     if not (Path("/lib/systemd/systemd").exists() or Path("/usr/lib/systemd/systemd").exists()):
         return "the host root has no systemd to boot"
-    # nspawn-run.sh binds the checkout into the container; a checkout under a tmp dir would be wiped.
-    if str(REPO).startswith(("/tmp/", "/var/tmp/")):
-        return f"the checkout {REPO} is under a tmp directory, which the lab refuses to bind"
     return None
 
 
-def _run(cmd: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+def _run(cmd: list[str], timeout: float, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
     # The lab scripts always clean up (container, cgroups, scratch dirs) on their own exit or SIGTERM;
     # subprocess.run's timeout kills the script, whose EXIT trap does the rest.
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     result = subprocess.run(
-        cmd, cwd=REPO, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout
+        cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout
     )
     print(result.stdout)
     print(result.stderr)
@@ -81,18 +80,22 @@ def _run(cmd: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def lab() -> None:
+def lab() -> Iterator[Path]:
+    """The directory the lab runs from (nspawn-run.sh binds it): a copy outside tmp if CI cloned there."""
     reason = _lab_unavailable()
     if reason is not None:
         print(f"skipping the nspawn lab: {reason}")
         pytest.skip(reason)
+    with lab_checkout() as root:
+        yield root
 
 
-def test_systemd_unit_checks_in_nspawn(lab: None) -> None:
+def test_systemd_unit_checks_in_nspawn(lab: Path) -> None:
     result = _run(
-        ["bash", str(LAB / "nspawn-run.sh"), "--mask", "postgresql.service", "--timeout", "300",
-         str(SYSTEM / "run-systemd-tests.sh")],
+        ["bash", str(lab / "tests/lab/nspawn-run.sh"), "--mask", "postgresql.service", "--timeout", "300",
+         str(lab / "tests/system/run-systemd-tests.sh")],
         timeout=420,
+        cwd=lab,
     )
     if result.returncode == EXIT_SKIP:
         pytest.skip("run-systemd-tests.sh: nothing to test yet (see output)")
@@ -100,20 +103,21 @@ def test_systemd_unit_checks_in_nspawn(lab: None) -> None:
     assert "[systemd-tests] passed" in result.stdout
 
 
-def test_deb_install_cycle_in_nspawn(lab: None) -> None:
+def test_deb_install_cycle_in_nspawn(lab: Path) -> None:
     if shutil.which("dpkg-buildpackage") is None and shutil.which("apt-get") is None:
         pytest.skip("cannot build the .deb: no dpkg-buildpackage and no apt-get")
     # Outside /tmp: the container sees the host root (overlay), and its tmpfiles may clean /tmp.
     Path("/var/cache/circus-lab").mkdir(parents=True, exist_ok=True)
     out = Path(tempfile.mkdtemp(prefix="pytest-deb.", dir="/var/cache/circus-lab"))
     try:
-        built = _run(["bash", str(LAB / "deb-build.sh"), "--out", str(out), str(REPO)], timeout=600)
+        built = _run(["bash", str(lab / "tests/lab/deb-build.sh"), "--out", str(out), str(lab)], timeout=600)
         assert built.returncode == 0, f"deb-build.sh failed:\n{built.stderr[-4000:]}"
         (deb,) = out.glob("circus-linux_*.deb")
         result = _run(
-            ["bash", str(LAB / "nspawn-run.sh"), "--mask", "postgresql.service", "--timeout", "300",
-             str(SYSTEM / "deb-install-check.sh"), str(deb)],
+            ["bash", str(lab / "tests/lab/nspawn-run.sh"), "--mask", "postgresql.service", "--timeout", "300",
+             str(lab / "tests/system/deb-install-check.sh"), str(deb)],
             timeout=420,
+            cwd=lab,
         )
         assert result.returncode == 0, f"deb-install-check.sh failed:\n{result.stdout}"
         assert "RESULT: PASS" in result.stdout

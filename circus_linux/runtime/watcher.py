@@ -208,6 +208,10 @@ class Watcher:
         """Until every wanted worker is up (and ready), or the watcher gave up / was stopped."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while self.state is WatcherState.STARTING and not self._gave_up:
+            if self._manager is None or self._manager.done():
+                # Nobody is left to move the state (`rm --nostop` cancelled the manager): waiting on would
+                # hold the watcher's lock forever, and every later command on it (and quit) with it.
+                return False
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return False

@@ -75,6 +75,17 @@ ctl incr lab 2 >/dev/null || fail "circusctl incr"
 wait_until 15 test "$(lab_pids | wc -l)" = 3 || fail "scaling to 3 failed: $(lab_pids | tr '\n' ' ')"
 wait_until 15 sh -c "journalctl -u $SVC --no-pager -o cat | grep -q 'lab worker 3 says hello'" \
     || fail "the workers' output is not in the journal"
+# The watcher's own cgroup (Delegate=yes): its figures come back through `stats`, from the kernel's files.
+stats=$(ctl --json stats lab) || fail "circusctl stats"
+echo "$stats" | python3 -c '
+import json, sys
+cg = json.load(sys.stdin).get("cgroup") or {}
+print("cgroup stats of lab:", {k: cg.get(k) for k in ("cpu_usage_usec", "pids_current", "backends")})
+# cpu.stat exists in every cgroup2 dir; nspawn delegates no controllers, so pids may have no backend here
+assert cg.get("cpu_usage_usec") is not None and cg.get("backends", {}).get("cpu") == "v2", cg
+assert cg.get("pids_current") in (None, 3), cg
+' || fail "no cgroup stats for the lab watcher: $stats"
+grep -q "lab" /proc/$(lab_pids | head -1)/cgroup || fail "lab worker not in a lab cgroup: $(cat /proc/$(lab_pids | head -1)/cgroup)"
 # circusd logs through the journal API under systemd (JOURNAL_STREAM): SYSLOG_IDENTIFIER=circusd, a PRIORITY.
 journalctl -u $SVC -t circusd -o json --no-pager | grep -q '"PRIORITY"' || fail "no circusd journal records"
 before=$(lab_pids)

@@ -32,6 +32,7 @@ CALL_TIMEOUT = 5.0
 # After connecting the SUB socket: how long to keep polling it before saying READY=1, so that the
 # subscription has reached circusd's PUB (the zmq "slow joiner") by the time circusd starts the watchers.
 SUBSCRIBE_SETTLE = 0.05
+HANDSHAKE_TIMEOUT = 10.0
 
 
 class PluginStopping(BaseException):
@@ -147,6 +148,9 @@ class CircusPlugin:
         sub.setsockopt(zmq.LINGER, 0)
         for topic in self.topics:
             sub.setsockopt(zmq.SUBSCRIBE, topic)
+        # Watch the connection's handshake: connect() returns at once, and a subscription only travels
+        # once the handshake is done; READY=1 must not be said before (see _settle).
+        self._monitor = sub.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
         sub.connect(self.pubsub_endpoint)
         self.sub_socket = sub
         self.loop.add_reader(sub, self._on_events)
@@ -211,7 +215,15 @@ class CircusPlugin:
                 self._close()
 
     def _settle(self) -> None:
-        """Poll the SUB socket briefly so the subscription reaches circusd before we report ready."""
+        """Wait for the SUB handshake (bounded), then poll briefly so the subscription reaches circusd."""
+        monitor = getattr(self, "_monitor", None)
+        if monitor is not None and self.sub_socket is not None:
+            # On a loaded machine the ipc/tcp connect itself can take longer than any fixed settle time.
+            if monitor.poll(int(HANDSHAKE_TIMEOUT * 1000)):
+                monitor.recv_multipart()
+            self.sub_socket.disable_monitor()
+            monitor.close(linger=0)
+            self._monitor = None
         if self.sub_socket is not None and self.sub_socket.poll(int(SUBSCRIBE_SETTLE * 1000)):
             self.loop.call_later(0, self._on_events)
 

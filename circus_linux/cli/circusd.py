@@ -20,7 +20,8 @@ DESCRIPTION = """\
 Run the circus-linux arbiter in the foreground: start every autostart watcher of CONFIG in priority
 order and keep their workers alive. Without CONFIG, runs the embedded example config (a small pool of
 shell workers that print a line every few seconds). Signals: TERM/INT/QUIT stop everything and exit 0,
-HUP re-reads the config and reloads the workers gracefully.
+HUP re-reads the config and reloads the workers gracefully, USR2 re-executes circusd in place (same
+PID) keeping its workers and listening sockets (as `circusctl upgrade`).
 """
 
 

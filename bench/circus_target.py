@@ -8,6 +8,7 @@ but never used, so the figures do not depend on circusd's own answers.
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -27,7 +28,7 @@ cgroup_root = /{cgroup}
 [watcher:bench]
 cmd = {cmd}
 numprocesses = {n}
-"""
+{extra}"""
 
 
 class CircusdFailed(RuntimeError):
@@ -39,8 +40,11 @@ class Circusd:
 
     label = "circus-linux"
 
-    def __init__(self, argv: list[str], tmp: Path, cgroup: str, python: str = sys.executable) -> None:
+    def __init__(
+        self, argv: list[str], tmp: Path, cgroup: str, python: str = sys.executable, watcher_extra: str = ""
+    ) -> None:
         self.argv = argv
+        self.watcher_extra = watcher_extra  # more lines for [watcher:bench], e.g. stdout_stream.*
         self.tmp = tmp
         self.cgroup = cgroup
         self.python = python
@@ -53,7 +57,11 @@ class Circusd:
 
     def start(self, n: int) -> None:
         conf = self.tmp / "bench.ini"
-        conf.write_text(CONFIG.format(tmp=self.tmp, cgroup=self.cgroup, cmd=" ".join(self.argv), n=n))
+        conf.write_text(
+            CONFIG.format(
+                tmp=self.tmp, cgroup=self.cgroup, cmd=shlex.join(self.argv), n=n, extra=self.watcher_extra
+            )
+        )
         notify_path = self.tmp / "notify.sock"
         notify_path.unlink(missing_ok=True)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)

@@ -17,19 +17,27 @@ import time
 _PR_SET_PDEATHSIG = 1
 
 
-def _supervise(n: int, argv: list[str], start_w: int, stop_r: int) -> None:
-    """The floor loop itself; runs until `stop_r` becomes readable, then kills and reaps its workers."""
+def _supervise(n: int, argv: list[str], start_w: int, ctl_r: int, stdout_path: str | None) -> None:
+    """The floor loop itself. `ctl_r` carries 4-byte target counts (a scale request: surplus workers get
+    SIGTERM and are not replaced); EOF on it is the stop request: kill and reap every worker, return."""
     start = time.monotonic()
     os.write(start_w, struct.pack("d", start))
     os.close(start_w)
     env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
+    # With `stdout_path` the workers write straight into the file (O_APPEND): the floor of logging is no
+    # supervisor in the data path at all.
+    actions = []
+    if stdout_path is not None:
+        actions = [(os.POSIX_SPAWN_OPEN, 1, stdout_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)]
     ep = select.epoll()
-    ep.register(stop_r, select.EPOLLIN)
+    ep.register(ctl_r, select.EPOLLIN)
     live: dict[int, int] = {}  # pidfd -> pid
+    retiring: set[int] = set()  # pidfds of workers told to stop by a scale-down: not replaced
+    target = n
 
     def spawn() -> None:
         # setsid=True because circusd also puts every worker in its own session.
-        pid = os.posix_spawn(argv[0], argv, env, setsid=True)
+        pid = os.posix_spawn(argv[0], argv, env, setsid=True, file_actions=actions)
         # Our own unreaped child: its pid cannot be recycled before waitpid, so pidfd_open cannot race.
         fd = os.pidfd_open(pid)
         ep.register(fd, select.EPOLLIN)
@@ -39,7 +47,18 @@ def _supervise(n: int, argv: list[str], start_w: int, stop_r: int) -> None:
         spawn()
     while True:
         for fd, _events in ep.poll():
-            if fd == stop_r:
+            if fd == ctl_r:
+                data = os.read(ctl_r, 4)
+                if len(data) == 4:
+                    target = struct.unpack("i", data)[0]
+                    active = [f for f in live if f not in retiring]
+                    for _ in range(target - len(active)):
+                        spawn()
+                    for f in sorted(active, reverse=True)[: max(0, len(active) - target)]:
+                        retiring.add(f)
+                        with contextlib.suppress(ProcessLookupError):
+                            signal.pidfd_send_signal(f, signal.SIGTERM)
+                    continue
                 for pfd in live:
                     with contextlib.suppress(ProcessLookupError):
                         signal.pidfd_send_signal(pfd, signal.SIGKILL)
@@ -50,7 +69,10 @@ def _supervise(n: int, argv: list[str], start_w: int, stop_r: int) -> None:
             ep.unregister(fd)
             os.close(fd)
             os.waitpid(pid, 0)
-            spawn()
+            if fd in retiring:
+                retiring.discard(fd)
+            else:
+                spawn()
 
 
 class Floor:
@@ -58,8 +80,9 @@ class Floor:
 
     label = "floor"
 
-    def __init__(self, argv: list[str]) -> None:
+    def __init__(self, argv: list[str], stdout_path: str | None = None) -> None:
         self.argv = argv
+        self.stdout_path = stdout_path
         self.pid: int | None = None
         self.t0 = 0.0
         self._stop_w: int | None = None
@@ -76,9 +99,15 @@ class Floor:
                 os.close(stop_w)
                 for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                     signal.signal(sig, signal.SIG_DFL)
+                # A fork inherits every fd of the benchmark, CLOEXEC or not (e.g. the stdout row's gate
+                # FIFO, whose last writer must be the benchmark): keep only our two pipe ends.
+                for name in os.listdir("/proc/self/fd"):
+                    if int(name) > 2 and int(name) not in (start_w, stop_r):
+                        with contextlib.suppress(OSError):
+                            os.close(int(name))
                 libc = ctypes.CDLL(None, use_errno=True)
                 libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # never outlive the benchmark
-                _supervise(n, self.argv, start_w, stop_r)
+                _supervise(n, self.argv, start_w, stop_r, self.stdout_path)
             except BaseException:
                 code = 1
             finally:
@@ -102,6 +131,11 @@ class Floor:
 
     def poll_ready(self) -> None:
         """The floor has no readiness notification."""
+
+    def scale(self, n: int) -> None:
+        """Ask the floor loop for `n` workers (it spawns the missing ones or SIGTERMs the surplus)."""
+        assert self._stop_w is not None
+        os.write(self._stop_w, struct.pack("i", n))
 
     def stop(self, timeout: float = 30.0) -> None:
         if self.pid is None:

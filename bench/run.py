@@ -1,6 +1,7 @@
 """Benchmark entry point: circusd against the posix_spawn+pidfd floor; prints medians, ranges and ratios.
 
 Usage: .venv/bin/python bench/run.py [--workers 50,175,500] [--repeat 5] [--quick] [--json FILE]
+       .venv/bin/python bench/run.py --peers [compare.py options]   (also Circus 0.19 and supervisord)
 It owns every process and cgroup it creates and removes them all before it exits, even on Ctrl-C.
 """
 
@@ -175,6 +176,11 @@ def _terminate(signum: int, _frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--peers" in argv:  # the comparison with Circus 0.19 and supervisord: bench/compare.py
+        import compare
+
+        return compare.main([a for a in argv if a != "--peers"], prog="bench/run.py --peers")
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGHUP, _terminate)

@@ -419,25 +419,33 @@ class Watcher:
         signum = self.config.stop_signal if sig is None else sig
         timeout = self.config.graceful_timeout if graceful_timeout is None else graceful_timeout
         self._emit("kill", process_pid=p.pid, wid=p.wid)
-        if await self._signal_allowed(p.pid, signum):
-            p.send_signal(signum)
-            await self._hook("after_signal", pid=p.pid, signum=signum)
-        if self.config.stop_children:
-            _signal_tree(p.pid, signum, recursive=True)
+        # The tree is taken BEFORE the worker is signalled: once it dies, its children are re-parented
+        # to us and /proc no longer says whose they were. Holding their pidfds makes the later signals
+        # safe against pid reuse.
+        tree = _open_tree(p.pid) if self.config.stop_children else []
         try:
-            await asyncio.wait_for(asyncio.shield(p.exited), timeout)
-            return
-        except TimeoutError:
-            log.warning(
-                "watcher %s: pid %d outlived graceful_timeout=%ss, SIGKILL", self.name, p.pid, timeout
-            )
-        if self.config.stop_children:
-            _signal_tree(p.pid, signals_mod.SIGKILL, recursive=True)
-        p.send_signal(signals_mod.SIGKILL)
-        try:
-            await asyncio.wait_for(asyncio.shield(p.exited), KILL_WAIT)
-        except TimeoutError:
-            log.error("watcher %s: pid %d survives SIGKILL (uninterruptible?)", self.name, p.pid)
+            if await self._signal_allowed(p.pid, signum):
+                p.send_signal(signum)
+                await self._hook("after_signal", pid=p.pid, signum=signum)
+            _signal_fds(tree, signum)
+            try:
+                await asyncio.wait_for(asyncio.shield(p.exited), timeout)
+                return
+            except TimeoutError:
+                log.warning(
+                    "watcher %s: pid %d outlived graceful_timeout=%ss, SIGKILL", self.name, p.pid, timeout
+                )
+            if self.config.stop_children:
+                tree.extend(_open_tree(p.pid))  # children forked since
+            _signal_fds(tree, signals_mod.SIGKILL)
+            p.send_signal(signals_mod.SIGKILL)
+            try:
+                await asyncio.wait_for(asyncio.shield(p.exited), KILL_WAIT)
+            except TimeoutError:
+                log.error("watcher %s: pid %d survives SIGKILL (uninterruptible?)", self.name, p.pid)
+        finally:
+            for _pid, fd in tree:
+                os.close(fd)
 
     # ---------------------------------------------------------------- options
     async def set_options(self, changes: Mapping[str, Any]) -> list[str]:
@@ -696,28 +704,43 @@ SPAWN_KEYS = frozenset(
 )
 
 
-def _signal_tree(pid: int, sig: int, recursive: bool) -> list[int]:
-    """Signal the children (and with recursive, all descendants) of pid, each through a fresh pidfd.
+def _open_tree(pid: int, recursive: bool = True) -> list[tuple[int, int]]:
+    """(pid, pidfd) of the children (with recursive, all descendants) of pid, parents first.
 
-    A child of a live process cannot be recycled before its parent reaps it, so opening a pidfd right
-    after reading /proc and signalling through it never hits a stranger.
+    A child of a live process cannot be recycled before its parent reaps it, so a pidfd opened right
+    after reading /proc pins that very process; signals then go through the pidfd, never the bare pid.
     """
-    sent: list[int] = []
+    found: list[tuple[int, int]] = []
     for child in _children(pid):
         try:
             fd = os.pidfd_open(child)
-        except (ProcessLookupError, OSError):
+        except OSError:  # ProcessLookupError included: it is gone already
             continue
+        found.append((child, fd))
+        if recursive:
+            found.extend(_open_tree(child, recursive))
+    return found
+
+
+def _signal_fds(tree: list[tuple[int, int]], sig: int) -> list[int]:
+    sent: list[int] = []
+    for pid, fd in tree:
         try:
             native.pidfd_send_signal(fd, sig)
-            sent.append(child)
+            sent.append(pid)
         except ProcessLookupError:
             pass
-        finally:
-            os.close(fd)
-        if recursive:
-            sent.extend(_signal_tree(child, sig, recursive))
     return sent
+
+
+def _signal_tree(pid: int, sig: int, recursive: bool) -> list[int]:
+    """Signal the children (with recursive, all descendants) of pid: the whole tree is taken first."""
+    tree = _open_tree(pid, recursive)
+    try:
+        return _signal_fds(tree, sig)
+    finally:
+        for _pid, fd in tree:
+            os.close(fd)
 
 
 def _children(pid: int) -> list[int]:

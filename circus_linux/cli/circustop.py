@@ -100,6 +100,14 @@ def apply_stats(model: Model, infos: dict[str, Any]) -> None:
                 _watcher_extras(w, {pid: info})
 
 
+def apply_restarts(model: Model, restarts: Any) -> None:
+    """`stats` (no name) reply's `restarts`: {watcher: count}, absent from Circus's own circusd."""
+    if isinstance(restarts, dict):
+        for name, count in restarts.items():
+            if name in model.watchers:
+                _watcher_extras(model.watchers[name], {"restarts": count})
+
+
 def apply_stream(model: Model, topic: str, data: Any, now: float) -> None:
     """One stats-stream message, Circus topics: stat.<watcher>.<pid>, stat.<watcher>, stat.circus..."""
     parts = topic.split(".")
@@ -183,7 +191,9 @@ class Feed:
                 w.numprocesses = _opt_int(self.client.call("numprocesses", name=name).get("numprocesses"))
             if now - model.stream_seen > STREAM_FRESH:
                 model.source = "polling"
-                apply_stats(model, self.client.call("stats").get("infos", {}))
+                reply = self.client.call("stats")
+                apply_stats(model, reply.get("infos", {}))
+                apply_restarts(model, reply.get("restarts"))
             else:
                 model.source = "stats stream"
                 for w in model.watchers.values():  # drop pids the stream stopped reporting

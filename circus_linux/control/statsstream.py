@@ -4,8 +4,9 @@ Topics (two frames, topic and JSON, as circusd-stats sends them; circus-top read
   stat.<watcher>.<pid>   one worker: Circus's per-process info (cpu %, mem %, mem_info1/2, ctime, ...)
                          plus numbers (rss, vms, cpu_user, cpu_system, cpu_seconds, age, wid)
   stat.<watcher>         the pool: pid [list], cpu (average %), mem (sum %), age (oldest), rss, status,
-                         numprocesses, and `cgroup` (cpu usage/user/system usec, cpu_percent, memory
-                         current/peak, pids, oom/oom_kill, PSI, and which backend served each group)
+                         numprocesses, restarts (the watcher's restart count), and `cgroup` (cpu
+                         usage/user/system usec, cpu_percent, memory current/peak, pids, oom/oom_kill,
+                         PSI, and which backend served each group)
   stat.circus.<pid>      circusd itself (name "circusd"), and stat.circus, its aggregate
   stat.sockets.<fd>      one listening socket: name, address, queued (accept-queue depth), backlog
   stat.sockets           addresses [list], reads/queued (totals)
@@ -198,7 +199,9 @@ class StatsStream:
                 infos[p.pid] = info
                 if per_process:
                     self._send(f"stat.{name}.{p.pid}", dict(info, name=name))
-            self._send(f"stat.{name}", col.aggregate(watcher, infos))
+            pool = col.aggregate(watcher, infos)
+            pool["restarts"] = getattr(watcher, "restarts", None)  # circus-top's RESTARTS column
+            self._send(f"stat.{name}", pool)
         col.prune([*live, os.getpid()])
         if self.wants("stat.circus"):
             me = col.circus()

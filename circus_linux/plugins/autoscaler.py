@@ -1,15 +1,19 @@
 """Autoscaler: keep a watcher between min and max workers from its accept queue and CPU; wire only.
 
 Every loop_rate seconds it reads the watcher's listening socket in `listsockets` (the `queued` field: how
-many connections the kernel completed that no worker accepted yet) and the watcher's CPU in `stats`, then
-calls `incr`/`decr`; those emit the usual spawn/kill events, and every decision is logged with its reason.
+many connections the kernel completed that no worker accepted yet) and, when asked to, the watcher's CPU
+and its cgroup's CPU pressure in `stats`, then calls `incr`/`decr`.
 Options:
   watcher (required), socket (the [socket:NAME] to watch; default: the watcher's first socket)
   min_workers (1), max_workers (4), step (1)
   queue_high (1: scale up when queued per worker is above it), queue_low (0: down when at or below it)
   cpu_high / cpu_low (average % of one core per worker; unset: CPU is not used)
+  max_cpu_pressure (PSI `cgroup.cpu_pressure.some.avg10`, %: scale up when above it; unset: not used),
+  min_cpu_pressure (the low-water mark: scale down only when at or below it; default max_cpu_pressure / 2)
   loop_rate (1 s), cooldown (5 s between two decisions)
-A plugin cannot publish on circusd's PUB socket; the decision itself shows as the `numprocesses` change.
+A plugin cannot publish on circusd's PUB socket: the `incr`/`decr` bring the usual updated/spawn/kill
+events, which carry no reason. The reason of every decision is logged and sent as the plugin's STATUS=
+(`stats plugin:NAME` shows it as `notify_status`).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ class Reading:
     workers: int
     queued: int | None  # None: no socket, or circusd does not report queues
     cpu: float | None  # average % per worker; None when not measured
+    cpu_pressure: float | None = None  # the cgroup's PSI cpu some avg10 (%); None when not measured
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,14 @@ class Policy:
     queue_low: float = 0.0
     cpu_high: float | None = None
     cpu_low: float | None = None
+    max_cpu_pressure: float | None = None
+    min_cpu_pressure: float | None = None
+
+    @property
+    def pressure_low(self) -> float | None:
+        if self.min_cpu_pressure is not None:
+            return self.min_cpu_pressure
+        return None if self.max_cpu_pressure is None else self.max_cpu_pressure / 2
 
     def decide(self, r: Reading) -> Decision:
         """Pure: one reading in, one decision out (cool-down is the caller's)."""
@@ -60,16 +73,35 @@ class Policy:
             hot.append(f"queued={r.queued} ({per_worker:.1f}/worker > {self.queue_high:g})")
         if self.cpu_high is not None and r.cpu is not None and r.cpu > self.cpu_high:
             hot.append(f"cpu={r.cpu:.0f}% > {self.cpu_high:g}%")
+        pressure = r.cpu_pressure
+        if self.max_cpu_pressure is not None and pressure is not None and pressure > self.max_cpu_pressure:
+            hot.append(f"cpu_pressure={pressure:g}% > {self.max_cpu_pressure:g}%")
         if hot:
             up = min(self.step, self.max_workers - n)
             return Decision(up, "; ".join(hot)) if up > 0 else Decision(0, "at max_workers")
         queue_idle = per_worker is None or per_worker <= self.queue_low
         cpu_idle = self.cpu_low is None or r.cpu is None or r.cpu <= self.cpu_low
-        if queue_idle and cpu_idle and (per_worker is not None or self.cpu_low is not None):
+        low = self.pressure_low
+        pressure_idle = low is None or pressure is None or pressure <= low
+        pressure_measured = low is not None and pressure is not None
+        measured = per_worker is not None or self.cpu_low is not None or pressure_measured
+        if queue_idle and cpu_idle and pressure_idle and measured:
             down = min(self.step, n - self.min_workers)
             if down > 0:
-                return Decision(-down, f"idle: queued={r.queued}, cpu={r.cpu}")
+                why = f"idle: queued={r.queued}, cpu={r.cpu}"
+                if low is not None:
+                    why += f", cpu_pressure={pressure} <= {low:g}"
+                return Decision(-down, why)
         return Decision(0, "steady")
+
+
+def cpu_pressure(stats: dict[str, Any]) -> float | None:
+    """`cgroup.cpu_pressure.some.avg10` of a `stats` reply for one watcher, or None when not served."""
+    cg = stats.get("cgroup")
+    psi = cg.get("cpu_pressure") if isinstance(cg, dict) else None
+    some = psi.get("some") if isinstance(psi, dict) else None
+    value = some.get("avg10") if isinstance(some, dict) else None
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 class Autoscaler(CircusPlugin):
@@ -91,10 +123,13 @@ class Autoscaler(CircusPlugin):
             queue_low=option(self.config, "queue_low", 0.0, float),
             cpu_high=option(self.config, "cpu_high", None, float),
             cpu_low=option(self.config, "cpu_low", None, float),
+            max_cpu_pressure=option(self.config, "max_cpu_pressure", None, float),
+            min_cpu_pressure=option(self.config, "min_cpu_pressure", None, float),
         )
         self.last_change = float("-inf")
         self.decisions: list[Decision] = []
         self._warned_no_queue = False
+        self._warned_no_pressure = False
 
     def handle_init(self) -> None:
         self.loop.call_every(self.loop_rate, self.tick, first=0)
@@ -128,11 +163,19 @@ class Autoscaler(CircusPlugin):
                         log.warning("autoscaler: listsockets gives no accept-queue depth for %s", name)
                     queued = entry.get("queued")
         cpu: float | None = None
-        if self.policy.cpu_high is not None or self.policy.cpu_low is not None:
-            info = self.call("stats", name=self.watcher).get("info") or {}
-            cpus = [float(p.get("cpu") or 0.0) for p in info.values() if isinstance(p, dict)]
-            cpu = sum(cpus) / len(cpus) if cpus else 0.0
-        return Reading(workers, None if queued is None else int(queued), cpu)
+        pressure: float | None = None
+        want_cpu = self.policy.cpu_high is not None or self.policy.cpu_low is not None
+        if want_cpu or self.policy.max_cpu_pressure is not None:
+            stats = self.call("stats", name=self.watcher)
+            if want_cpu:
+                info = stats.get("info") or {}
+                cpus = [float(p.get("cpu") or 0.0) for p in info.values() if isinstance(p, dict)]
+                cpu = sum(cpus) / len(cpus) if cpus else 0.0
+            pressure = cpu_pressure(stats)
+            if pressure is None and self.policy.max_cpu_pressure is not None and not self._warned_no_pressure:
+                self._warned_no_pressure = True
+                log.warning("autoscaler: stats gives no cgroup cpu_pressure for %s (no PSI?)", self.watcher)
+        return Reading(workers, None if queued is None else int(queued), cpu, pressure)
 
     def tick(self) -> None:
         reading = self.read()
@@ -148,11 +191,8 @@ class Autoscaler(CircusPlugin):
         self.decisions.append(decision)
         command = "incr" if decision.delta > 0 else "decr"
         reply = self.call(command, name=self.watcher, nb=abs(decision.delta))
-        log.info(
-            "autoscaler: %s %s %+d -> %s (%s)",
-            self.watcher,
-            command,
-            decision.delta,
-            reply.get("numprocesses", reply.get("reason")),
-            decision.reason,
-        )
+        outcome = reply.get("numprocesses", reply.get("reason"))
+        why = decision.reason
+        log.info("autoscaler: %s %s %+d -> %s (%s)", self.watcher, command, decision.delta, outcome, why)
+        # The events of incr/decr carry no reason: STATUS= makes it visible in `stats plugin:NAME`.
+        self.set_status(f"{self.watcher} {command} {decision.delta:+d} -> {outcome} ({why})")

@@ -96,6 +96,7 @@ class CircusPlugin:
         self.active = True
         self._wakeup: tuple[int, int] | None = None
         self._calling = False
+        self._notifier: Notifier | None = None  # kept after READY=1 for set_status()
 
     # ------------------------------------------------------------------ to override
     def handle_init(self) -> None:
@@ -199,8 +200,8 @@ class CircusPlugin:
         self.initialize()
         self.running = True
         self._settle()
-        with Notifier.from_environ(unset=True) as notifier:
-            notifier.notify("READY=1", STATUS=f"plugin {self.plugin_name} listening")
+        self._notifier = Notifier.from_environ(unset=True)
+        self._notifier.notify("READY=1", STATUS=f"plugin {self.plugin_name} listening")
         try:
             with contextlib.suppress(PluginStopping):
                 self.loop.run()
@@ -227,6 +228,19 @@ class CircusPlugin:
         if self.sub_socket is not None and self.sub_socket.poll(int(SUBSCRIBE_SETTLE * 1000)):
             self.loop.call_later(0, self._on_events)
 
+    def set_status(self, text: str) -> None:
+        """Say what the plugin is doing as STATUS= (circusd shows it as `notify_status` in `stats`).
+
+        The only way a plugin's own words reach circusd's clients: it cannot publish on the PUB socket.
+        A no-op without a notify socket (a `cmd` plugin, or a plugin run by hand).
+        """
+        if self._notifier is None:
+            return
+        try:
+            self._notifier.notify(STATUS=" ".join(text.split()))  # one line: STATUS= ends at a newline
+        except OSError as exc:  # circusd is gone or stopping: the status has nobody to reach
+            log.debug("plugin %s: STATUS= not sent: %s", self.plugin_name, exc)
+
     def stop(self) -> None:
         self.loop.stop()
 
@@ -238,6 +252,9 @@ class CircusPlugin:
             self.client.close()
             self.client = None
         self.context.term()
+        if self._notifier is not None:
+            self._notifier.close()
+            self._notifier = None
         if self._wakeup is not None:
             signal.set_wakeup_fd(-1)
             for fd in self._wakeup:

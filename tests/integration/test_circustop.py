@@ -52,8 +52,8 @@ def tmux() -> Iterator[Tmux]:
 
 def test_circustop_shows_watchers_and_pids_and_quits(circusd: Any, tmux: Tmux) -> None:
     daemon = circusd(WATCHERS)
-    pids = wait_for(lambda: len(daemon.pids("alpha")) == 2 and daemon.pids("alpha"), 10, what="alpha")
-    beta = wait_for(lambda: daemon.pids("beta"), 10, what="beta")
+    pids = wait_for(lambda: len(daemon.pids("alpha")) == 2 and daemon.pids("alpha"), 30, what="alpha")
+    beta = wait_for(lambda: daemon.pids("beta"), 30, what="beta")
     cmd = f"{sys.executable} -P -m circus_linux.cli.circustop --endpoint {daemon.endpoint} --interval 0.3"
     # remain-on-exit (set in the same tmux command, before circus-top can exit) keeps the dead pane and
     # tmux's banner with circus-top's exit status.
@@ -67,10 +67,10 @@ def test_circustop_shows_watchers_and_pids_and_quits(circusd: Any, tmux: Tmux) -
         wanted = ["alpha", "beta", "active", *map(str, pids), str(beta[0])]
         return text if all(w in text for w in wanted) else None
 
-    text = wait_for(shows_all, 15, interval=0.05, what="watchers and pids on screen")
+    text = wait_for(shows_all, 30, interval=0.05, what="watchers and pids on screen")
     assert "2/2" in text and "1/1" in text
     tmux.run("send-keys", "-t", tmux.name, "p")
-    wait_for(lambda: "sort: pid" in tmux.screen(), 5, interval=0.05, what="sort by pid")
+    wait_for(lambda: "sort: pid" in tmux.screen(), 30, interval=0.05, what="sort by pid")
     tmux.run("send-keys", "-t", tmux.name, "q")
 
     def exited() -> str | None:
@@ -78,7 +78,7 @@ def test_circustop_shows_watchers_and_pids_and_quits(circusd: Any, tmux: Tmux) -
         out = tmux.run("display-message", "-p", "-t", tmux.name, "#{pane_dead} #{pane_dead_status}").split()
         return out[1] if len(out) == 2 and out[0] == "1" else None
 
-    status = wait_for(exited, 10, interval=0.05, what="circus-top to exit on q")
+    status = wait_for(exited, 30, interval=0.05, what="circus-top to exit on q")
     assert status == "0"
 
 

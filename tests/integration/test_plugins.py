@@ -254,6 +254,13 @@ cooldown = 0.2
     wait_for(lambda: "autoscaler: web decr -1" in d.log_text(), what="the decision log")
     assert "autoscaler: web incr +1 -> 2 (queued=" in d.log_text()
 
+    # ...and its reason reaches clients as the plugin's STATUS= (incr/decr events carry none).
+    def status() -> str:
+        info = d.call("stats", name="plugin:scale").get("info") or {}
+        return " ".join(str(p.get("notify_status")) for p in info.values() if isinstance(p, dict))
+
+    assert wait_for(lambda: "web decr -1 -> 1 (idle: queued=0" in status() and status(), what="STATUS=")
+
 
 def _python() -> str:
     import sys

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -125,6 +126,7 @@ def main() -> int:
         sock.close()
         ctx.term()
         target.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

@@ -154,12 +154,36 @@ class StatsStream:
                 await self.tick()
             except Exception:  # a failing sample must not end the stream (nor die unseen in a task)
                 log.exception("stats stream: tick failed")
+            if not self._subs and self._socket is not None:
+                # Nobody listens: sleep until a subscription arrives instead of waking every interval.
+                await self._until_subscribed()
+                next_at = loop.time()
+                continue
             next_at += self.interval
             delay = next_at - loop.time()
             if delay < 0:  # a tick overran: skip the missed ones instead of bursting
                 next_at = loop.time()
                 delay = 0.0
             await asyncio.sleep(delay)
+
+    async def _until_subscribed(self) -> None:
+        """Wait for a message on the XPUB socket (a subscription), without polling.
+
+        zmq's FD only says "events may have changed": ZMQ_EVENTS is checked before every wait, which
+        also re-arms the notification (zmq_getsockopt(3), ZMQ_FD).
+        """
+        sock = self._socket
+        assert sock is not None
+        loop = asyncio.get_running_loop()
+        fd = int(sock.getsockopt(zmq.FD))  # an int for ZMQ_FD
+        while not int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+            ready: asyncio.Future[None] = loop.create_future()
+            loop.add_reader(fd, _resolve, ready)
+            try:
+                await ready
+            finally:
+                loop.remove_reader(fd)
+        self._read_subscriptions()
 
     async def tick(self) -> None:
         """One round: read subscriptions, then sample and publish only what someone wants."""
@@ -224,3 +248,8 @@ class StatsStream:
                 self._send(f"stat.sockets.{fd}", body)
             if per:
                 self._send("stat.sockets", total)
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)

@@ -64,6 +64,7 @@ class WatcherHandle:
         self.last_limit_event: dict[str, float] = {}
         self.pids_file: str | None = None  # pids.events, when it exists (v2 or v1)
         self.pids_notified = False  # True when pids.events is the v2 file (kernel notifies changes)
+        self.pids_limited = False  # a pids_max is set: only then can pids.events count anything of ours
 
     def dir_fd(self) -> int | None:
         return self._dir_fd
@@ -115,6 +116,7 @@ class CgroupManager:
         self._monitor: kcg.EventsMonitor | None = None
         self._waiters: dict[str, list[asyncio.Future[bool]]] = {}
         self._poll_task: asyncio.Task[None] | None = None
+        self._poll_wake = asyncio.Event()  # set when a pids limit or a pending limit event needs polling
 
     @classmethod
     def from_config(cls, cfg: Any) -> CgroupManager | None:
@@ -171,6 +173,9 @@ class CgroupManager:
         """Write the limits that are not None; raises CgroupError when the kernel refuses a value."""
         handle = self._handles[name]
         report = {k: str(v) for k, v in handle.cg.apply_limits(limits).items()}
+        if limits.pids_max is not None:
+            handle.pids_limited = str(limits.pids_max) != "max"
+            self._poll_wake.set()
         handle.backends.update(report)
         for limit, backend in report.items():
             if backend == "unsupported":
@@ -367,6 +372,7 @@ class CgroupManager:
                 )
                 continue
             handle.pending[limit] = handle.pending.get(limit, 0) + delta
+            self._poll_wake.set()
             self._flush_limit(handle, limit, now, f"{kind}.events {counter}", now_vals.get(counter, 0))
 
     def _flush_limit(self, handle: WatcherHandle, limit: str, now: float, source: str, total: int) -> None:
@@ -386,13 +392,25 @@ class CgroupManager:
             payload.setdefault("time", time.time())
             self._emit(f"watcher.{handle.cg.name}.{event}", payload)
 
+    def _needs_poll(self) -> bool:
+        return any(
+            (h.pids_limited and h.pids_file is not None and not h.pids_notified) or any(h.pending.values())
+            for h in self._handles.values()
+        )
+
     async def _poll(self) -> None:
-        """Once a second: counters the kernel does not notify (v1 pids.events) and rate-limited leftovers."""
+        """Once a second: counters the kernel does not notify (v1 pids.events) and rate-limited leftovers.
+
+        Only while there is something to look at: an idle circusd with no v1 pids limit never wakes up.
+        """
         while True:
+            if not self._needs_poll():
+                self._poll_wake.clear()
+                await self._poll_wake.wait()
             await asyncio.sleep(POLL_INTERVAL)
             now = time.monotonic()
             for handle in list(self._handles.values()):
-                if handle.pids_file is not None and not handle.pids_notified:
+                if handle.pids_file is not None and not handle.pids_notified and handle.pids_limited:
                     try:
                         vals = parse_flat_keyed(kcg.read_file(handle.pids_file))
                     except OSError:

@@ -20,7 +20,7 @@ from circus_linux.cli import multihost
 from circus_linux.control import keys as keysmod
 from circus_linux.control import multi
 from circus_linux.control.client import DEFAULT_ENDPOINT, CallError, Client
-from circus_linux.control.commands import NAMES
+from circus_linux.control.command_names import NAMES
 
 DEFAULT_PUBSUB = "tcp://127.0.0.1:5556"
 COMMAND_HELP = {

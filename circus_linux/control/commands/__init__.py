@@ -7,14 +7,8 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
+from circus_linux.control.command_names import NAMES
 from circus_linux.control.protocol import Prop
-
-# Module names equal the wire names (Circus does the same), which is why some shadow builtins.
-NAMES = (
-    "add", "rm", "start", "stop", "restart", "reload", "reloadconfig", "quit", "incr", "decr",
-    "numprocesses", "numwatchers", "list", "listsockets", "status", "stats", "dstats", "options",
-    "get", "set", "globaloptions", "signal", "kill", "upgrade", "logs",
-)  # fmt: skip
 
 
 def _load() -> dict[str, Any]:

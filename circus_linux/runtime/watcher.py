@@ -294,15 +294,7 @@ class Watcher:
     async def close(self) -> None:
         """Stop and release everything (rm, or arbiter shutdown)."""
         await self.stop()
-        if self._manager is not None:
-            self._manager.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._manager
-            self._manager = None
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.freeze()  # then no manager and no background task is left
 
     # ---------------------------------------------------------------- scaling
     async def incr(self, nb: int = 1) -> int:

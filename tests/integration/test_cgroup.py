@@ -121,7 +121,7 @@ def children() -> Iterator[Children]:
 def _comm(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/comm").read_text().strip()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone between the listing and the read
         return ""
 
 

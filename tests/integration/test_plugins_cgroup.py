@@ -49,6 +49,8 @@ cmd = sleep 600
         what="the plugin's log line",
     )
     # The CPU figure is the cgroup's; memory falls back to the workers' when v2 has no memory controller.
-    assert "broke max_cpu" in line and "from cgroup" in line, line
+    # max_cpu or, with Circus's per-worker health score (psutil's cpu_percent is noisy when other clients
+    # call `stats` in between, as this test does), health: either way the CPU figure is the cgroup's.
+    assert ("broke max_cpu" in line or "broke health" in line) and "from cgroup" in line, line
     if cg.get("memory_current") is None:
         assert "from process" in line, line

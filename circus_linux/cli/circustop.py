@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import curses
 import json
@@ -14,8 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import zmq
+import zmq.asyncio
 
 from circus_linux import __version__
+from circus_linux.cli import multihost
+from circus_linux.control import multi
 from circus_linux.control.client import DEFAULT_ENDPOINT, CallError, Client
 from circus_linux.control.keys import ClientKeys, client_keys_from
 from circus_linux.errors import CircusError
@@ -43,6 +47,9 @@ class Model:
     error: str = ""
     updated: float = 0.0
     stream_seen: float = 0.0
+    # Several hosts (circus-top --hosts, or --endpoint twice): one Model per host name, in the hosts'
+    # order; a host's Model.error set means it did not answer (or refused) at the last poll.
+    hosts: dict[str, Model] | None = None
 
     def watcher(self, name: str) -> WatcherView:
         if name not in self.watchers:
@@ -209,6 +216,69 @@ class Feed:
             self._sub = None
 
 
+class MultiFeed:
+    """Polls several circusd once per refresh (`status`, `numprocesses`, `stats`), all hosts at once.
+
+    No stats stream here: one poll per interval is enough for an overview, and a host that does not
+    answer only costs its own row. Synchronous outside (run() stays the same), asyncio inside.
+    """
+
+    def __init__(self, hosts: Sequence[multi.Host], timeout: float) -> None:
+        self.hosts = list(hosts)
+        self._loop = asyncio.new_event_loop()
+        self._ctx = zmq.asyncio.Context()
+        # One MultiClient per host: the watchers (hence the `numprocesses` calls) differ from host to host.
+        self._clients = {h.name: multi.MultiClient([h], timeout, self._ctx) for h in self.hosts}
+
+    async def _poll_host(self, name: str, model: Model) -> None:
+        client = self._clients[name]
+        (answer,) = await client.request("status")
+        if not answer.ok:
+            # Stale rows would pass for live ones: a silent host shows only its 'unreachable' row.
+            model.watchers.clear()
+            if answer.reply is None:
+                model.error = f"unreachable: {answer.error}"
+            else:
+                model.error = f"error: {answer.reply.get('reason', 'unknown error')}"
+            return
+        assert answer.reply is not None
+        statuses = answer.reply.get("statuses", {})
+        statuses = statuses if isinstance(statuses, dict) else {}
+        for gone in set(model.watchers) - set(statuses):
+            del model.watchers[gone]
+        for wname, status in statuses.items():
+            w = model.watcher(wname)
+            w.status = str(status)
+            (num,) = await client.request("numprocesses", name=wname)
+            w.numprocesses = _opt_int((num.reply or {}).get("numprocesses")) if num.ok else None
+        (stats,) = await client.request("stats")
+        if stats.ok and stats.reply is not None:
+            infos = stats.reply.get("infos", {})
+            apply_stats(model, infos if isinstance(infos, dict) else {})
+            apply_restarts(model, stats.reply.get("restarts"))
+        model.error = ""
+
+    def refresh(self, model: Model) -> None:
+        if model.hosts is None:
+            model.hosts = {}
+        for h in self.hosts:
+            model.hosts.setdefault(h.name, Model())
+
+        async def poll_all() -> None:
+            assert model.hosts is not None
+            await asyncio.gather(*(self._poll_host(h.name, model.hosts[h.name]) for h in self.hosts))
+
+        self._loop.run_until_complete(poll_all())
+        model.source = "polling"
+        model.updated = time.time()
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        self._ctx.destroy(linger=0)
+        self._loop.close()
+
+
 def _sort_procs(procs: dict[int, dict[str, Any]], key: str) -> list[dict[str, Any]]:
     rows = [{**info, "pid": pid} for pid, info in procs.items()]
     if key in ("cpu", "mem"):
@@ -217,7 +287,10 @@ def _sort_procs(procs: dict[int, dict[str, Any]], key: str) -> list[dict[str, An
 
 
 def render(model: Model, sort: str, endpoint: str, width: int = 160) -> list[str]:
-    """The screen as lines (pure, so tests can check it without a terminal)."""
+    """The screen as lines (pure, so tests can check it without a terminal).
+
+    With several hosts (`model.hosts`) every watcher row and process row starts with a HOST column.
+    """
     keys = "  ".join(f"[{k}]{v[1:]}" if v[0] == k else f"[{k}] {v}" for k, v in SORT_KEYS.items())
     lines = [
         # The endpoint last: a long ipc:// path may be cut at the screen's edge, the keys must not be.
@@ -228,15 +301,30 @@ def render(model: Model, sort: str, endpoint: str, width: int = 160) -> list[str
     if model.error:
         lines.append(f"error: {model.error}")
     lines.append("")
+    # (host, watcher) pairs; host "" and no HOST column for a single circusd (the screen as it always was).
+    rows: list[tuple[str, WatcherView]] = []
+    if model.hosts is None:
+        hostw = 0
+        rows = [("", w) for w in model.watchers.values()]
+    else:
+        # No cap on the column: ipc:// host names differ only at their end, and the line is cut anyway.
+        hostw = max([len("HOST"), *map(len, model.hosts)])
+        for host, sub in model.hosts.items():
+            if sub.error:
+                lines.append(f"{host} {sub.error}")
+            rows += [(host, w) for w in sub.watchers.values()]
+
+    def col(text: str) -> str:
+        return f"{text:<{hostw}} " if hostw else ""
+
     head = (
-        f"{'WATCHER':<20} {'STATE':<9} {'PROCS':>7} {'CPU%':>6} {'MEM%':>6} {'RSS':>8} "
+        f"{col('HOST')}{'WATCHER':<20} {'STATE':<9} {'PROCS':>7} {'CPU%':>6} {'MEM%':>6} {'RSS':>8} "
         f"{'RESTARTS':>8} {'OOM':>5}  PIDS"
     )
     lines.append(head)
-    watchers = list(model.watchers.values())
     if sort in ("cpu", "mem"):
-        watchers.sort(key=lambda w: -sum(_num(p.get(sort)) for p in w.procs.values()))
-    for w in watchers:
+        rows.sort(key=lambda r: -sum(_num(p.get(sort)) for p in r[1].procs.values()))
+    for host, w in rows:
         procs = _sort_procs(w.procs, sort)
         cpu = sum(_num(p.get("cpu")) for p in procs)
         mem = sum(_num(p.get("mem")) for p in procs)
@@ -246,16 +334,19 @@ def render(model: Model, sort: str, endpoint: str, width: int = 160) -> list[str
         oom = "-" if w.oom_kills is None else str(w.oom_kills)
         pids = " ".join(str(p["pid"]) for p in procs)
         lines.append(
-            f"{w.name[:20]:<20} {w.status[:9]:<9} {f'{len(procs)}/{want}':>7} {cpu:>6.1f} {mem:>6.1f} "
-            f"{human(rss):>8} {restarts:>8} {oom:>5}  {pids}"
+            f"{col(host)}{w.name[:20]:<20} {w.status[:9]:<9} {f'{len(procs)}/{want}':>7} {cpu:>6.1f} "
+            f"{mem:>6.1f} {human(rss):>8} {restarts:>8} {oom:>5}  {pids}"
         )
         if procs:
-            lines.append(f"    {'PID':>8} {'WID':>4} {'CPU%':>6} {'MEM%':>6} {'RSS':>8} {'AGE':>10}  CMD")
+            lines.append(
+                f"    {col('HOST')}{'PID':>8} {'WID':>4} {'CPU%':>6} {'MEM%':>6} {'RSS':>8} {'AGE':>10}  CMD"
+            )
         for p in procs:
             wid = "-" if p.get("wid") is None else str(p.get("wid"))
             lines.append(
-                f"    {p['pid']:>8} {wid:>4} {_num(p.get('cpu')):>6.1f} {_num(p.get('mem')):>6.1f} "
-                f"{human(_num(p.get('rss'))):>8} {fmt_age(_num(p.get('age'))):>10}  {p.get('cmdline', '')!s}"
+                f"    {col(host)}{p['pid']:>8} {wid:>4} {_num(p.get('cpu')):>6.1f} "
+                f"{_num(p.get('mem')):>6.1f} {human(_num(p.get('rss'))):>8} "
+                f"{fmt_age(_num(p.get('age'))):>10}  {p.get('cmdline', '')!s}"
             )
     return [line[:width] for line in lines]
 
@@ -269,7 +360,7 @@ def _draw(screen: Any, lines: Sequence[str]) -> None:
     screen.refresh()
 
 
-def run(screen: Any, feed: Feed, endpoint: str, interval: float, sort: str) -> None:
+def run(screen: Any, feed: Feed | MultiFeed, endpoint: str, interval: float, sort: str) -> None:
     curses.curs_set(0)
     screen.timeout(100)  # getch() wakes 10 times a second: keys feel immediate, the loop stays idle
     model = Model()
@@ -292,38 +383,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="circus-top",
         description="Live view of a circusd's watchers and processes. Keys: c/m/p/w sort by cpu, memory, "
-        "pid, wid; q quits.",
+        "pid, wid; q quits. Several circusd at once (--endpoint repeated, or --hosts FILE): one table "
+        "with a HOST column, polled once per interval; a host that does not answer shows "
+        "'HOST unreachable'.",
     )
     p.add_argument(
-        "--endpoint", help=f"control endpoint (env CIRCUSCTL_ENDPOINT, default {DEFAULT_ENDPOINT})"
+        "--endpoint",
+        action="append",
+        help=f"control endpoint (env CIRCUSCTL_ENDPOINT, default {DEFAULT_ENDPOINT}); repeat it to watch "
+        "several hosts, each named after its endpoint",
     )
     p.add_argument(
-        "--stats-endpoint", help="stats stream (PUB) endpoint; default: asked from circusd (globaloptions)"
+        "--stats-endpoint",
+        help="stats stream (PUB) endpoint; default: asked from circusd (globaloptions); one host only",
     )
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for each reply")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
     p.add_argument("--sort", choices=sorted(SORT_KEYS.values()), default="cpu")
     p.add_argument("--version", action="version", version=f"circus-linux {__version__}")
-    _security_arguments(p)
+    # --hosts/--host, the CURVE keys and --ssh: the same flags and environment variables as circusctl.
+    multihost.add_options(p, suppress=False)
     return p
-
-
-def _security_arguments(parser: argparse.ArgumentParser) -> None:
-    # The same CURVE flags and environment variables as circusctl (control/keys.py reads both).
-    parser.add_argument(
-        "--server-key",
-        "--server_key",
-        dest="server_key",
-        metavar="FILE",
-        help="circusd's public key (.key file or z85 text; env CIRCUSCTL_SERVER_KEY)",
-    )
-    parser.add_argument(
-        "--client-key",
-        "--client_key",
-        dest="client_key",
-        metavar="FILE",
-        help="our .key_secret file (env CIRCUSCTL_CLIENT_KEY)",
-    )
 
 
 def make_client(args: argparse.Namespace, endpoint: str) -> tuple[Client, ClientKeys | None]:
@@ -331,25 +411,62 @@ def make_client(args: argparse.Namespace, endpoint: str) -> tuple[Client, Client
     return Client(endpoint, timeout=args.timeout, keys=keys), keys
 
 
+def hosts_of(args: argparse.Namespace) -> list[multi.Host] | None:
+    """The hosts to watch when there are several (as circusctl picks them); None for a single circusd."""
+    endpoints = list(args.endpoint or [])
+    if args.hosts:  # server keys from the file's third column, or --server-key for every host
+        client_key = args.client_key or os.environ.get("CIRCUSCTL_CLIENT_KEY") or None
+        server_key = args.server_key or os.environ.get("CIRCUSCTL_SERVER_KEY") or None
+        hosts = multi.load_hosts(args.hosts, client_key, server_key)
+    elif len(endpoints) > 1:
+        hosts = multi.hosts_from_endpoints(endpoints, client_keys_from(args.server_key, args.client_key))
+    else:
+        return None
+    if args.host:
+        hosts = multi.select(hosts, args.host)
+    return hosts
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    endpoint = args.endpoint or os.environ.get("CIRCUSCTL_ENDPOINT") or DEFAULT_ENDPOINT
+    endpoints = list(args.endpoint or [])
+    endpoint = endpoints[0] if endpoints else os.environ.get("CIRCUSCTL_ENDPOINT") or DEFAULT_ENDPOINT
     if not sys.stdout.isatty():
         print("circus-top: needs a terminal", file=sys.stderr)
         return 2
+    tunnel = multihost.SshTunnel(args.ssh, args.ssh_keyfile) if args.ssh else None
+    client: Client | None = None
+    feed: Feed | MultiFeed
     try:
-        client, keys = make_client(args, endpoint)
-    except CircusError as exc:  # unreadable or half-given CURVE keys
+        hosts = hosts_of(args)
+        if hosts is not None:
+            if tunnel is not None:
+                hosts = [multi.Host(h.name, tunnel.forward(h.endpoint), h.keys) for h in hosts]
+            feed = MultiFeed(hosts, args.timeout)
+            label = ", ".join(h.name for h in hosts)
+        else:
+            if tunnel is not None:
+                endpoint = tunnel.forward(endpoint)
+                if args.stats_endpoint:
+                    args.stats_endpoint = tunnel.forward(args.stats_endpoint)
+            client, keys = make_client(args, endpoint)
+            feed = Feed(client, args.stats_endpoint, keys=keys)
+            label = endpoint
+    except (CircusError, ValueError) as exc:  # unreadable keys or hosts file, unknown --host, bad --ssh
         print(f"circus-top: {exc}", file=sys.stderr)
+        if tunnel is not None:
+            tunnel.close()
         return 2
-    feed = Feed(client, args.stats_endpoint, keys=keys)
     try:
-        curses.wrapper(run, feed, endpoint, max(0.1, args.interval), args.sort)
+        curses.wrapper(run, feed, label, max(0.1, args.interval), args.sort)
     except KeyboardInterrupt:
         pass
     finally:
         feed.close()
-        client.close()
+        if client is not None:
+            client.close()
+        if tunnel is not None:
+            tunnel.close()
     return 0
 
 

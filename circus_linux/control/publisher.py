@@ -14,7 +14,8 @@ from circus_linux.control.auth import IpcPermissions, ServerSecurity, bind_secur
 log = logging.getLogger(__name__)
 
 
-def _sync_context(context: zmq.Context | None) -> zmq.Context:
+def sync_context(context: zmq.Context | None) -> zmq.Context:
+    """A plain context for sync sockets (an asyncio one is shadowed: same libzmq context)."""
     if context is None:
         return zmq.Context.instance()
     if type(context) is zmq.Context:
@@ -42,7 +43,7 @@ class Publisher:
         self.endpoint = endpoint
         self._ipc_perms = ipc_perms or IpcPermissions(mode=0o600)
         self._security = security  # CURVE: only subscribers with an authorized key receive anything
-        self._context = _sync_context(context)
+        self._context = sync_context(context)
         self._hwm = hwm
         self._socket: zmq.Socket | None = None
         self.sent = 0

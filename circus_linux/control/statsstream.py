@@ -28,21 +28,13 @@ from typing import Any
 import zmq
 
 from circus_linux.control.auth import IpcPermissions, ServerSecurity, bind_secured
+from circus_linux.control.publisher import sync_context
 from circus_linux.runtime.stats import StatsCollector, collector_for
 
 log = logging.getLogger(__name__)
 
 # Processes sampled between two yields to the loop: ~2 ms of psutil work, so commands never wait long.
 YIELD_EVERY = 32
-
-
-def _sync_context(context: zmq.Context | None) -> zmq.Context:
-    if context is None:
-        return zmq.Context.instance()
-    if type(context) is zmq.Context:
-        return context
-    # An asyncio context: same libzmq context, plain sockets, so sends stay non-blocking sync calls.
-    return zmq.Context.shadow(context.underlying)
 
 
 class StatsStream:
@@ -68,7 +60,7 @@ class StatsStream:
         self.endpoint = endpoint
         self.interval = interval
         self.process_interval = max(process_interval, interval)
-        self._context = _sync_context(context)
+        self._context = sync_context(context)
         self._hwm = hwm
         self._ipc_perms = ipc_perms or IpcPermissions(mode=0o600)
         self._security = security  # CURVE: only authorized subscribers receive (and subscribe)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -62,6 +63,9 @@ class Client:
         self._socket = self._context.socket(zmq.DEALER)
         self._socket.setsockopt(zmq.IDENTITY, uuid.uuid4().hex.encode())
         self._socket.setsockopt(zmq.LINGER, 0)
+        # A DEALER's send blocks while it has no pipe to a peer (between a refused CURVE handshake and
+        # the next reconnect, for one): bound it like the wait for the reply.
+        self._socket.setsockopt(zmq.SNDTIMEO, max(int(timeout * 1000), 1))
         if keys is not None:  # CURVE: an unauthorized key gets no reply at all, hence a timeout
             keys.apply(self._socket)
         self._socket.connect(endpoint)
@@ -90,6 +94,8 @@ class Client:
         call_id = uuid.uuid4().hex
         try:
             self._socket.send(json.dumps(make_request(command, properties, call_id)).encode())
+        except zmq.Again:
+            raise CallError("Timed out.") from None
         except (zmq.ZMQError, TypeError, ValueError) as exc:
             raise CallError(str(exc)) from None
         deadline = time.monotonic() + self.timeout
@@ -146,7 +152,10 @@ class AsyncClient:
     ) -> dict[str, Any]:
         call_id = uuid.uuid4().hex
         try:
-            await self._socket.send(json.dumps(make_request(command, properties, call_id)).encode())
+            body = json.dumps(make_request(command, properties, call_id)).encode()
+            await asyncio.wait_for(self._socket.send(body), self.timeout)
+        except TimeoutError:
+            raise CallError("Timed out.") from None
         except (zmq.ZMQError, TypeError, ValueError) as exc:
             raise CallError(str(exc)) from None
         deadline = time.monotonic() + self.timeout

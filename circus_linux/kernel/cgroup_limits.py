@@ -100,6 +100,15 @@ def apply_limits(
         f = os.path.join(d, name)
         return f if os.path.exists(f) else None
 
+    def first(limit: str, *choices: tuple[str | None, str, Backend]) -> None:
+        """Write to the first file that exists (v2 before v1) and record its backend."""
+        for path, value, backend in choices:
+            if path is not None:
+                _set(limit, path, value)
+                report[limit] = backend
+                return
+        report[limit] = Backend.UNSUPPORTED
+
     for lim, fname in (
         ("memory_max", "memory.max"),
         ("memory_high", "memory.high"),
@@ -108,12 +117,8 @@ def apply_limits(
         val = getattr(limits, lim)
         if val is None:
             continue
-        f = v2file(fname) if "memory" in v2c else None
-        if f is not None:  # never v1 memory: see the module docstring
-            _set(lim, f, str(val))
-            report[lim] = Backend.V2
-        else:
-            report[lim] = Backend.UNSUPPORTED
+        # never v1 memory: see the module docstring
+        first(lim, (v2file(fname) if "memory" in v2c else None, str(val), Backend.V2))
 
     if limits.cpu_max is not None:
         quota, period = limits.cpu_max
@@ -132,37 +137,23 @@ def apply_limits(
             report["cpu_max"] = Backend.UNSUPPORTED
 
     if limits.cpu_weight is not None:
-        f = v2file("cpu.weight") if "cpu" in v2c else None
-        sf = v1file("cpu", "cpu.shares")
-        if f is not None:
-            _set("cpu_weight", f, str(limits.cpu_weight))
-            report["cpu_weight"] = Backend.V2
-        elif sf is not None:
-            _set("cpu_weight", sf, str(cpu_weight_to_shares(limits.cpu_weight)))
-            report["cpu_weight"] = Backend.V1
-        else:
-            report["cpu_weight"] = Backend.UNSUPPORTED
+        first(
+            "cpu_weight",
+            (v2file("cpu.weight") if "cpu" in v2c else None, str(limits.cpu_weight), Backend.V2),
+            (v1file("cpu", "cpu.shares"), str(cpu_weight_to_shares(limits.cpu_weight)), Backend.V1),
+        )
 
     if limits.io_weight is not None:
         # v1 blkio.weight only works with CFQ/BFQ and is not in DEFAULT_V1: v2 only.
-        f = v2file("io.weight") if "io" in v2c else None
-        if f is not None:
-            _set("io_weight", f, f"default {limits.io_weight}")
-            report["io_weight"] = Backend.V2
-        else:
-            report["io_weight"] = Backend.UNSUPPORTED
+        io_file = v2file("io.weight") if "io" in v2c else None
+        first("io_weight", (io_file, f"default {limits.io_weight}", Backend.V2))
 
     if limits.pids_max is not None:
-        f = v2file("pids.max") if "pids" in v2c else None
-        f1 = v1file("pids", "pids.max")
-        if f is not None:
-            _set("pids_max", f, str(limits.pids_max))
-            report["pids_max"] = Backend.V2
-        elif f1 is not None:
-            _set("pids_max", f1, str(limits.pids_max))
-            report["pids_max"] = Backend.V1
-        else:
-            report["pids_max"] = Backend.UNSUPPORTED
+        first(
+            "pids_max",
+            (v2file("pids.max") if "pids" in v2c else None, str(limits.pids_max), Backend.V2),
+            (v1file("pids", "pids.max"), str(limits.pids_max), Backend.V1),
+        )
     return report
 
 

@@ -10,7 +10,7 @@ import shutil
 from collections.abc import Mapping
 from typing import Any
 
-from circus_linux.config.substitute import render
+from circus_linux.config.substitute import render, watcher_context
 from circus_linux.kernel import native
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -27,15 +27,12 @@ def watcher_sockets(cfg: Any, svc: Any) -> list[str]:
 
 
 def render_context(cfg: Any, wid: int, sockets: Mapping[str, int]) -> dict[str, str]:
-    ctx: dict[str, str] = {str(k): str(v) for k, v in (cfg.raw or {}).items()}
-    ctx["name"] = cfg.name
-    ctx["wid"] = str(wid)
-    ctx["numprocesses"] = str(cfg.numprocesses)
+    """config's spawn-time context, plus the watcher's name and count and lower-case env.X aliases."""
+    options = {str(k): str(v) for k, v in (cfg.raw or {}).items()}
+    options.update(name=cfg.name, numprocesses=str(cfg.numprocesses))
+    ctx = watcher_context(options, wid, cfg.env, sockets)
     for key, value in cfg.env.items():
-        ctx[f"env.{key}"] = value
-        ctx[f"env.{key.lower()}"] = value
-    for name, fd in sockets.items():
-        ctx[f"sockets.{name}"] = str(fd)
+        ctx.setdefault(f"env.{key.lower()}", value)
     return ctx
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import logging
 import os
@@ -104,6 +103,11 @@ def main(argv: list[str] | None = None) -> int:
         counts = f"{len(cfg.watchers)} watchers, {len(cfg.sockets)} sockets, {len(cfg.plugins)} plugins"
         print(f"{cfg.path}: OK ({counts})")
         return ExitCode.OK
+
+    # First import of asyncio in this process, before anything that imports it: without its TLS half.
+    from circus_linux.runtime.aio import import_asyncio
+
+    asyncio = import_asyncio()
 
     # Signals are blocked before any thread exists (zmq's I/O threads included), so they are only ever
     # delivered to the signalfd the arbiter reads.

@@ -27,10 +27,7 @@ from typing import Any
 
 import zmq
 import zmq.asyncio
-import zmq.auth
-from zmq.utils import z85
 
-from circus_linux.control.keys import load_pair
 from circus_linux.errors import CircusError
 
 log = logging.getLogger(__name__)
@@ -44,6 +41,12 @@ class SecurityError(CircusError):
 
 
 # ----------------------------------------------------------------------------- authorized keys
+def _load_certificate(path: str) -> tuple[bytes | None, bytes | None]:
+    import zmq.auth  # CURVE only: a circusd without keys never pays for it
+
+    return zmq.auth.load_certificate(path)
+
+
 class KeyRing:
     """The Z85 public keys found in `directory` (*.key and *.key_secret files), re-read on reload()."""
 
@@ -65,7 +68,7 @@ class KeyRing:
                 continue
             path = os.path.join(self.directory, name)
             try:
-                public, _secret = zmq.auth.load_certificate(path)
+                public, _secret = _load_certificate(path)
             except (OSError, ValueError) as exc:
                 log.warning("curve_authorized_keys: %s skipped: %s", path, exc)
                 continue
@@ -136,6 +139,8 @@ class ZapHandler:
             self.denied += 1
             return [b"1.0", request_id, b"500", b"unsupported version", b"", b""]
         if mechanism == b"CURVE" and domain == ZAP_DOMAIN and len(credentials) == 1:
+            from zmq.utils import z85  # CURVE only: not imported by a circusd without keys
+
             key = z85.encode(credentials[0])
             if self.keyring.allowed(key):
                 self.allowed += 1
@@ -164,6 +169,8 @@ class ServerSecurity:
         """None when [circus] sets no curve_secret_key; raises SecurityError for an unusable key."""
         if not getattr(circus, "curve_secret_key", None):
             return None
+        from circus_linux.control.keys import load_pair  # CURVE only, like zmq.auth under it
+
         try:
             public, secret = load_pair(circus.curve_secret_key)
         except CircusError as exc:

@@ -7,7 +7,6 @@ memory.events, pids.events, cpuacct.stat), single values with "max", cpu.max and
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -220,6 +219,8 @@ def sanitize_name(name: str) -> str:
     if not out or out in RESERVED_NAMES:
         out = "%" + out
     if len(out) > _NAME_MAX:
+        import hashlib  # over-long names only: OpenSSL's libcrypto is ~1 MiB of RSS for a circusd
+
         digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:16]
         out = out[: _NAME_MAX - 17] + "~" + digest
     return out

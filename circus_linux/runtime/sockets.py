@@ -10,7 +10,6 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
-from circus_linux.kernel import sockdiag
 from circus_linux.kernel import sockets as ksock
 from circus_linux.kernel.notify import Notifier
 
@@ -166,6 +165,8 @@ class SocketRegistry:
         or the socket is not a stream listener (udp); ``diag_error`` then says why, if there is a reason.
         The netlink dump runs in a thread: pyroute2 0.9 drives its own event loop, which cannot nest in ours.
         """
+        from circus_linux.kernel import sockdiag  # listsockets / autoscaler only
+
         entries = self.describe()
         inodes: dict[str, int] = {}
         for name, sock in self._socks.items():

@@ -18,6 +18,21 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 
+def prepare_bytecode() -> str:
+    """Compile this tree's circus_linux to __pycache__ and let every child write its own bytecode.
+
+    pip compiles the peers' venvs at install time; an editable checkout only gets its .pyc files from a
+    first run, and not at all under PYTHONDONTWRITEBYTECODE=1 (set in some shells): circusd would then
+    compile its edited modules at every cold start (~15 ms on this machine). Returns a header line.
+    """
+    import compileall
+
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    package = REPO / "circus_linux"
+    ok = compileall.compile_dir(str(package), quiet=1)
+    return f"bytecode: {package} compiled ({'ok' if ok else 'with errors'}), as pip install does"
+
+
 CONFIG = """\
 [circus]
 endpoint = ipc://{tmp}/endpoint.sock

@@ -35,7 +35,7 @@ import peers
 import procfs
 import scenarios
 import targets
-from circus_target import CircusdFailed
+from circus_target import CircusdFailed, prepare_bytecode
 
 FLOOR, CL, CIRCUS, SUP = "floor", "circus-linux", "Circus 0.19", "supervisord 4.3"
 COLUMNS = (FLOOR, CL, CIRCUS, SUP)
@@ -506,6 +506,7 @@ def main(argv: list[str] | None = None, prog: str = "bench/compare.py") -> int:
     cmd = " ".join([".venv/bin/python", prog, *map(shlex.quote, shown)])
     print(f"# {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}  {cmd}")
     print(f"# {os.cpu_count()} CPUs, Linux {platform.release()}, Python {platform.python_version()}")
+    print(f"# {prepare_bytecode()}")
     venvs: dict[str, Path] = {}
     for label, peer, dists in (
         (CIRCUS, peers.CIRCUS, ("circus", "pyzmq", "tornado")),

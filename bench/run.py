@@ -25,7 +25,7 @@ from pathlib import Path
 
 import cleanup
 import scenarios
-from circus_target import Circusd, CircusdFailed
+from circus_target import Circusd, CircusdFailed, prepare_bytecode
 from floor import Floor
 
 WORKER_ARGV = ["/bin/sleep", "100000"]
@@ -190,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     command = " ".join([".venv/bin/python", "bench/run.py", *map(shlex.quote, sys.argv[1:])])
     print(f"# {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}  {command}")
     print(f"# {os.cpu_count()} CPUs, Linux {platform.release()}, Python {platform.python_version()}")
+    print(f"# {prepare_bytecode()}")
     print(f"# workers: {shlex.join(WORKER_ARGV)}; cgroup root /{cgroup}; cells: median [min-max] of the runs")
     print("# load average at start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     left_over = cleanup.sweep_cgroups(cgroup)  # stale roots of interrupted earlier runs

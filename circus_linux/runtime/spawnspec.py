@@ -6,7 +6,6 @@ import os
 import pwd
 import resource
 import shlex
-import shutil
 from collections.abc import Mapping
 from typing import Any
 
@@ -74,6 +73,8 @@ def resolve_path(argv0: str, env: Mapping[str, str], executable: str | None) -> 
         return executable
     if "/" in argv0:
         return argv0
+    import shutil  # bare command names only: shutil brings bz2/lzma/zlib along (~650 KiB of RSS)
+
     found = shutil.which(argv0, path=env.get("PATH") or os.environ.get("PATH") or DEFAULT_PATH)
     # Not found: hand execve the bare name so the failure comes back as (execve, ENOENT), one clear event.
     return found or argv0

@@ -33,6 +33,7 @@ def test_fresh_circusd_maps_no_tls_and_no_psutil_until_asked(circusd: Any) -> No
     maps = _mapped(d.proc.pid)
     assert "/_ssl." not in maps and "libssl.so" not in maps, "asyncio pulled in OpenSSL"
     assert "_psutil_linux" not in maps, "psutil imported before anybody asked for stats"
+    assert "/_lzma." not in maps and "/_bz2." not in maps, "shutil imported (argparse's width, which)"
     # First use loads them and works.
     stats = d.call("stats", name="idle")
     assert stats["status"] == "ok", stats

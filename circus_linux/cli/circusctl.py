@@ -1,4 +1,10 @@
-"""circusctl: Circus's command-line client (same syntax) over the control client; renders, never decides."""
+"""circusctl: Circus's command-line client (same syntax) over the control client; renders, never decides.
+
+A one-shot call to one endpoint is the common case and its wall time is mostly interpreter start-up and
+imports, so this module imports only argparse, json, the sync zmq API and the control client. Multi-host
+(asyncio, zmq.asyncio), CURVE keys (zmq.auth), ssh tunnels and keygen are imported inside the branch
+that needs them; tests/integration/test_circusctl_imports.py holds that line.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +13,22 @@ import cmd
 import contextlib
 import json
 import os
-import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import zmq
 
 from circus_linux import __version__
-from circus_linux.cli import multihost
-from circus_linux.control import keys as keysmod
-from circus_linux.control import multi
 from circus_linux.control.client import DEFAULT_ENDPOINT, CallError, Client
 from circus_linux.control.command_names import NAMES
+from circus_linux.errors import CircusError
+
+if TYPE_CHECKING:
+    from circus_linux.cli.multihost import SshTunnel
+    from circus_linux.control.keys import ClientKeys
+    from circus_linux.control.multi import Host
 
 DEFAULT_PUBSUB = "tcp://127.0.0.1:5556"
 COMMAND_HELP = {
@@ -80,25 +88,127 @@ def _globals(parser: argparse.ArgumentParser, suppress: bool) -> None:
         default=default,
         help="control endpoint (env CIRCUSCTL_ENDPOINT); repeat it to run on several hosts",
     )
-    multihost.add_options(parser, suppress)
+    add_remote_options(parser, suppress)
     parser.add_argument("--timeout", type=float, default=argparse.SUPPRESS if suppress else 5.0)
     parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS if suppress else False)
     parser.add_argument("--prettify", action="store_true", default=argparse.SUPPRESS if suppress else False)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def add_remote_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    """The remote/multi-host global options (also circus-top's): hosts, CURVE keys, ssh."""
+    d: Any = argparse.SUPPRESS if suppress else None
+    parser.add_argument("--hosts", metavar="FILE", default=d,
+                        help="hosts file: lines NAME ENDPOINT [SERVER_KEY]; runs on every host")  # fmt: skip
+    parser.add_argument("--host", action="append", metavar="NAME", default=d,
+                        help="only this host of --hosts (repeatable)")  # fmt: skip
+    parser.add_argument("--server-key", "--server_key", dest="server_key", metavar="FILE", default=d,
+                        help="server's CURVE public key (env CIRCUSCTL_SERVER_KEY)")  # fmt: skip
+    parser.add_argument("--client-key", "--client_key", dest="client_key", metavar="FILE", default=d,
+                        help="our CURVE .key_secret (env CIRCUSCTL_CLIENT_KEY)")  # fmt: skip
+    parser.add_argument(
+        "--ssh", metavar="USER@HOST[:PORT]", default=d, help="reach tcp endpoints through ssh"
+    )
+    parser.add_argument("--ssh_keyfile", "--ssh-keyfile", dest="ssh_keyfile", default=d,
+                        help="private key for --ssh")  # fmt: skip
+
+
+class _Formatter(argparse.HelpFormatter):
+    """argparse's formatter, with the terminal width looked up once instead of per add_argument().
+
+    argparse builds a formatter for every add_argument() and each one imports shutil (bz2, lzma, ...) and
+    asks the terminal its size; circusctl's start-up time is the point of this.
+    """
+
+    _columns: int | None = None
+
+    def __init__(
+        self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width: int | None = None
+    ) -> None:
+        if width is None:
+            width = self.columns() - 2  # argparse's own margin
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+    @classmethod
+    def columns(cls) -> int:
+        # shutil.get_terminal_size()'s rules: $COLUMNS, else stdout's terminal, else 80
+        if cls._columns is None:
+            try:
+                cols = int(os.environ.get("COLUMNS", "0"))
+            except ValueError:
+                cols = 0
+            if cols <= 0:
+                try:
+                    cols = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+                except (AttributeError, ValueError, OSError):
+                    cols = 0
+            cls._columns = cols if cols > 0 else 80
+        return cls._columns
+
+
+class _Skipped:
+    """Stands in for a subparser build_parser(only=...) leaves out: takes its arguments, builds nothing."""
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_VALUE_OPTIONS = (
+    "--endpoint", "--timeout", "--hosts", "--host", "--server-key", "--server_key", "--client-key",
+    "--client_key", "--ssh", "--ssh_keyfile", "--ssh-keyfile",
+)  # fmt: skip
+_FLAG_OPTIONS = ("--json", "--prettify")  # `-h/--help` and `--version` want the whole parser
+
+
+def command_of(argv: Sequence[str]) -> str | None:
+    """The command word of a circusctl command line, or None when not sure (help, odd options).
+
+    Global options come first and some take a value, possibly abbreviated (`--end X`) as argparse allows:
+    a word is the command only when everything before it is understood.
+    """
+    words = iter(argv)
+    for word in words:
+        if not word.startswith("-"):
+            return word if word in COMMAND_HELP else None
+        name, eq, _value = word.partition("=")
+        known = (*_VALUE_OPTIONS, *_FLAG_OPTIONS)
+        matches = [name] if name in known else [o for o in known if len(name) > 2 and o.startswith(name)]
+        if len({m.replace("_", "-") for m in matches}) != 1:
+            return None  # unknown, ambiguous, `-h`, `--help`, `--version`, `--`
+        if matches[0] in _VALUE_OPTIONS and not eq:
+            next(words, None)
+        elif matches[0] in _FLAG_OPTIONS and eq:
+            return None  # `--json=x`: let argparse word the error
+    return None
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """circusctl's parser; with `only`, the parser of that one command (what a one-shot call needs).
+
+    All 27 subparsers cost ~8 ms (argparse looks up gettext catalogs and builds a formatter for every
+    parser and argument), about a tenth of a `circusctl list`; the result of parsing `only`'s command
+    line is the same either way.
+    """
     parser = argparse.ArgumentParser(
         prog="circusctl",
         description="Control a running circusd. With no command, opens an interactive shell.",
+        formatter_class=_Formatter,
     )
     _globals(parser, suppress=False)
     parser.add_argument("--version", action="version", version=f"circus-linux {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    common = argparse.ArgumentParser(add_help=False)
+    common = argparse.ArgumentParser(add_help=False, formatter_class=_Formatter)
     _globals(common, suppress=True)  # global options are accepted after the command too, as in Circus
 
-    def add(name: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, parents=[common], help=COMMAND_HELP[name], description=COMMAND_HELP[name])
+    def add(name: str) -> argparse.ArgumentParser | _Skipped:
+        if only is not None and name != only:
+            return _Skipped()
+        return sub.add_parser(
+            name,
+            parents=[common],
+            help=COMMAND_HELP[name],
+            description=COMMAND_HELP[name],
+            formatter_class=_Formatter,
+        )
 
     p = add("add")
     p.add_argument("--start", action="store_true")
@@ -368,7 +478,7 @@ class Controller:
         prettify: bool,
         out: TextIO,
         err: TextIO,
-        keys: keysmod.ClientKeys | None = None,
+        keys: ClientKeys | None = None,
     ):
         self.endpoint = endpoint
         self.keys = keys
@@ -526,6 +636,8 @@ class Shell(cmd.Cmd):
         return [*NAMES, "listen"]
 
     def default(self, line: str) -> None:
+        import shlex  # only the interactive shell splits lines
+
         try:
             words = shlex.split(line)
         except ValueError as exc:
@@ -588,17 +700,26 @@ for _cmd in NAMES:
 def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
-    parser = build_parser()
+    parser = build_parser(command_of(sys.argv[1:] if argv is None else argv))
     try:
         ns = parse(parser, argv)
     except SystemExit as exc:
         return int(exc.code or 0)
     if ns.command == "keygen":
-        return multihost.keygen(ns.directory, ns.keyname, out, err)
-    tunnel = multihost.SshTunnel(ns.ssh, ns.ssh_keyfile) if ns.ssh else None
+        from circus_linux.cli.multihost import keygen
+
+        return keygen(ns.directory, ns.keyname, out, err)
+    tunnel = None
+    if ns.ssh:
+        from circus_linux.cli.multihost import SshTunnel
+
+        tunnel = SshTunnel(ns.ssh, ns.ssh_keyfile)
     try:
         return _run(ns, parser, out, err, tunnel)
-    except (keysmod.KeyError_, multi.HostsFileError, ValueError) as exc:
+    except (CircusError, ValueError) as exc:
+        # A bad key file (control.keys.KeyError_), a bad hosts file (control.multi.HostsFileError), a bad
+        # --ssh: usage problems. Matched through their base class so that those modules stay unimported
+        # on the single-endpoint path (CallError never gets here: Controller.run reports it).
         print(f"error: {exc}", file=err)
         return 2
     finally:
@@ -611,16 +732,18 @@ def _run(
     parser: argparse.ArgumentParser,
     out: TextIO,
     err: TextIO,
-    tunnel: multihost.SshTunnel | None,
+    tunnel: SshTunnel | None,
 ) -> int:
     endpoints = list(ns.endpoint or [])
-    if ns.hosts:  # server keys come from the file's third column (or --server-key for every host)
-        client_key = ns.client_key or os.environ.get("CIRCUSCTL_CLIENT_KEY") or None
-        server_key = ns.server_key or os.environ.get("CIRCUSCTL_SERVER_KEY") or None
-        hosts = multi.load_hosts(ns.hosts, client_key, server_key)
-    keys = None if ns.hosts else keysmod.client_keys_from(ns.server_key, ns.client_key)
+    keys = None if ns.hosts else _client_keys(ns)
     if ns.hosts or len(endpoints) > 1:
-        if not ns.hosts:
+        from circus_linux.control import multi
+
+        if ns.hosts:  # server keys come from the file's third column (or --server-key for every host)
+            client_key = ns.client_key or os.environ.get("CIRCUSCTL_CLIENT_KEY") or None
+            server_key = ns.server_key or os.environ.get("CIRCUSCTL_SERVER_KEY") or None
+            hosts = multi.load_hosts(ns.hosts, client_key, server_key)
+        else:
             hosts = multi.hosts_from_endpoints(endpoints, keys)
         if ns.host:
             hosts = multi.select(hosts, ns.host)
@@ -642,7 +765,23 @@ def _run(
         controller.close()
 
 
-def _run_hosts(ns: argparse.Namespace, hosts: list[multi.Host], out: TextIO, err: TextIO) -> int:
+def _client_keys(ns: argparse.Namespace) -> ClientKeys | None:
+    """CURVE keys from the options or the environment; None (control.keys left unimported) without any."""
+    if not (
+        ns.server_key
+        or ns.client_key
+        or os.environ.get("CIRCUSCTL_SERVER_KEY")
+        or os.environ.get("CIRCUSCTL_CLIENT_KEY")
+    ):
+        return None
+    from circus_linux.control.keys import client_keys_from
+
+    return client_keys_from(ns.server_key, ns.client_key)
+
+
+def _run_hosts(ns: argparse.Namespace, hosts: list[Host], out: TextIO, err: TextIO) -> int:
+    from circus_linux.cli import multihost
+
     if ns.command is None:
         print("error: the interactive shell talks to one host: give a command, or one --endpoint", file=err)
         return 2

@@ -246,21 +246,13 @@ def listen_hosts(
 
 
 def add_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
-    """The remote/multi-host global options of circusctl (also accepted after the command)."""
-    d: Any = argparse.SUPPRESS if suppress else None
-    parser.add_argument("--hosts", metavar="FILE", default=d,
-                        help="hosts file: lines NAME ENDPOINT [SERVER_KEY]; runs on every host")  # fmt: skip
-    parser.add_argument("--host", action="append", metavar="NAME", default=d,
-                        help="only this host of --hosts (repeatable)")  # fmt: skip
-    parser.add_argument("--server-key", "--server_key", dest="server_key", metavar="FILE", default=d,
-                        help="server's CURVE public key (env CIRCUSCTL_SERVER_KEY)")  # fmt: skip
-    parser.add_argument("--client-key", "--client_key", dest="client_key", metavar="FILE", default=d,
-                        help="our CURVE .key_secret (env CIRCUSCTL_CLIENT_KEY)")  # fmt: skip
-    parser.add_argument(
-        "--ssh", metavar="USER@HOST[:PORT]", default=d, help="reach tcp endpoints through ssh"
-    )
-    parser.add_argument("--ssh_keyfile", "--ssh-keyfile", dest="ssh_keyfile", default=d,
-                        help="private key for --ssh")  # fmt: skip
+    """The remote/multi-host global options of circusctl (also accepted after the command).
+
+    Defined in circusctl, which needs them without importing this module (asyncio, zmq.asyncio).
+    """
+    from circus_linux.cli.circusctl import add_remote_options
+
+    add_remote_options(parser, suppress)
 
 
 def env_default(name: str) -> str | None:

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
+import os
 import time
-import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+# Only the sync API at import time: circusctl's one-shot call must not pay for asyncio and zmq.asyncio
+# (~40 ms); AsyncClient imports them when it is first built.
 import zmq
-import zmq.asyncio
 
-from circus_linux.control.keys import ClientKeys
 from circus_linux.control.protocol import make_request
 from circus_linux.errors import CircusError
+
+if TYPE_CHECKING:
+    import zmq.asyncio
+
+    from circus_linux.control.keys import ClientKeys
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
 DEFAULT_TIMEOUT = 5.0
@@ -35,6 +39,11 @@ def _check(reply: Any, raise_on_error: bool) -> dict[str, Any]:
     if raise_on_error and reply.get("status") == "error":
         raise CallError(str(reply.get("reason", "unknown error")), reply)
     return reply
+
+
+def _new_id() -> str:
+    # 32 random hex digits, the shape of Circus's uuid4().hex ids, without importing uuid
+    return os.urandom(16).hex()
 
 
 def _decode(frame: bytes) -> Any:
@@ -61,7 +70,7 @@ class Client:
         self.timeout = timeout
         self._context = context or zmq.Context.instance()
         self._socket = self._context.socket(zmq.DEALER)
-        self._socket.setsockopt(zmq.IDENTITY, uuid.uuid4().hex.encode())
+        self._socket.setsockopt(zmq.IDENTITY, _new_id().encode())
         self._socket.setsockopt(zmq.LINGER, 0)
         # A DEALER's send blocks while it has no pipe to a peer (between a refused CURVE handshake and
         # the next reconnect, for one): bound it like the wait for the reply.
@@ -87,11 +96,11 @@ class Client:
 
     def cast(self, command: str, **properties: Any) -> None:
         """Fire and forget (`msg_type: cast`): the server sends no reply."""
-        msg = make_request(command, properties, uuid.uuid4().hex, cast=True)
+        msg = make_request(command, properties, _new_id(), cast=True)
         self._socket.send(json.dumps(msg).encode())
 
     def _roundtrip(self, command: str, properties: dict[str, Any], raise_on_error: bool) -> dict[str, Any]:
-        call_id = uuid.uuid4().hex
+        call_id = _new_id()
         try:
             self._socket.send(json.dumps(make_request(command, properties, call_id)).encode())
         except zmq.Again:
@@ -118,11 +127,13 @@ class AsyncClient:
         context: zmq.asyncio.Context | None = None,
         keys: ClientKeys | None = None,
     ) -> None:
+        import zmq.asyncio  # lazy: see the imports at the top
+
         self.endpoint = endpoint
         self.timeout = timeout
         self._context = context or zmq.asyncio.Context.instance()
         self._socket = self._context.socket(zmq.DEALER)
-        self._socket.setsockopt(zmq.IDENTITY, uuid.uuid4().hex.encode())
+        self._socket.setsockopt(zmq.IDENTITY, _new_id().encode())
         self._socket.setsockopt(zmq.LINGER, 0)
         if keys is not None:  # CURVE: an unauthorized key gets no reply at all, hence a timeout
             keys.apply(self._socket)
@@ -144,13 +155,15 @@ class AsyncClient:
         return await self._roundtrip(command, properties, raise_on_error=True)
 
     async def cast(self, command: str, **properties: Any) -> None:
-        msg = make_request(command, properties, uuid.uuid4().hex, cast=True)
+        msg = make_request(command, properties, _new_id(), cast=True)
         await self._socket.send(json.dumps(msg).encode())
 
     async def _roundtrip(
         self, command: str, properties: dict[str, Any], raise_on_error: bool
     ) -> dict[str, Any]:
-        call_id = uuid.uuid4().hex
+        import asyncio  # lazy too; already loaded, since we run inside its loop
+
+        call_id = _new_id()
         try:
             body = json.dumps(make_request(command, properties, call_id)).encode()
             await asyncio.wait_for(self._socket.send(body), self.timeout)

@@ -32,27 +32,39 @@ class Sink:
         stream: Stream,
         name: str,
         loop: asyncio.AbstractEventLoop,
-        on_written: Callable[[dict[Any, int]], None],
+        on_written: Callable[[Sink, dict[Any, int]], None],
     ) -> None:
         self.stream = stream
         self.name = name
         self._loop = loop
         self._on_written = on_written
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self.written_lines = 0
-        self.written_bytes = 0
-        self.lost_lines = 0  # lines whose write failed
+        self.queued = 0  # bytes submitted and not written yet (kept by the loop: submit and the credits)
+        self.written_bytes = 0  # bytes, not lines: counting lines would cost more than writing them
+        self.lost_lines = 0  # lines whose write failed (counted then: failures are rare)
         self._last_error = 0.0
         self.closed = False
+        self._batch: list[tuple[Chunk, Any, int]] = []  # submitted in this loop iteration, not queued yet
         self.thread = threading.Thread(target=self._run, name=f"stream:{name}", daemon=True)
         self.thread.start()
 
     def submit(self, chunk: Chunk, owner: Any, nbytes: int) -> None:
-        self._queue.put((chunk, owner, nbytes))
+        self.queued += nbytes
+        # Chunks of one loop iteration (every pipe that was ready) go to the writer as one item: one
+        # wake-up of the writer thread per iteration instead of one per read.
+        if not self._batch:
+            self._loop.call_soon(self._push)
+        self._batch.append((chunk, owner, nbytes))
+
+    def _push(self) -> None:
+        if self._batch:
+            self._queue.put(self._batch)
+            self._batch = []
 
     def flush(self) -> asyncio.Future[None]:
         """A future done once everything submitted before this call has been written."""
         fut: asyncio.Future[None] = self._loop.create_future()
+        self._push()
         self._queue.put(fut)
         return fut
 
@@ -60,6 +72,7 @@ class Sink:
         """Write what is queued, then close the stream and end the thread."""
         if not self.closed:
             self.closed = True
+            self._push()
             self._queue.put(_CLOSE)
 
     async def wait_closed(self, timeout: float) -> bool:
@@ -82,10 +95,10 @@ class Sink:
         chunks: list[Chunk] = []
         charged: dict[Any, int] = {}
         for item in items:
-            if isinstance(item, tuple):
-                chunk, owner, nbytes = item
-                chunks.append(chunk)
-                charged[owner] = charged.get(owner, 0) + nbytes
+            if isinstance(item, list):
+                for chunk, owner, nbytes in item:
+                    chunks.append(chunk)
+                    charged[owner] = charged.get(owner, 0) + nbytes
                 continue
             # A flush or close marker: everything queued before it must be written first.
             self._write(chunks)
@@ -101,7 +114,12 @@ class Sink:
 
     def _settle(self, charged: dict[Any, int]) -> None:
         if charged:
-            self._call(self._on_written, charged)
+            self._call(self._credit, charged)
+
+    def _credit(self, charged: dict[Any, int]) -> None:
+        """In the loop: what the writer wrote (or lost) no longer counts as queued."""
+        self.queued -= sum(charged.values())
+        self._on_written(self, charged)
 
     def _call(self, fn: Callable[..., Any], arg: Any) -> None:
         # RuntimeError: the loop is closed, circusd is exiting and nobody waits for this any more.
@@ -114,13 +132,12 @@ class Sink:
         try:
             self.stream.write(chunks)
         except Exception as exc:  # user stream classes can raise anything; a sink must outlive a bad line
-            self.lost_lines += sum(len(c.lines) for c in chunks)
+            self.lost_lines += sum(c.count() for c in chunks)
             now = time.monotonic()
             if now - self._last_error > 5.0:
                 self._last_error = now
                 log.error("stream %s: write failed, %d lines lost: %s", self.name, self.lost_lines, exc)
             return
-        self.written_lines += sum(len(c.lines) for c in chunks)
         self.written_bytes += sum(c.nbytes() for c in chunks)
 
     def _close_stream(self) -> None:

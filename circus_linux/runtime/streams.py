@@ -1,16 +1,17 @@
 """The stream hub: captures workers' stdout/stderr into lines, feeds sinks, the tail ring and the events.
 
 Per watcher and per stream kind a Channel holds the configured sink (a Stream in its own writer thread).
-Per worker pipe a PipeReader (stream_reader.py) turns bytes into whole lines, so lines of two workers never
-interleave. A slow sink costs the loop nothing: past `buffer_size` bytes queued for one worker, that
-worker's pipe is no longer read (overflow = block, the default: the worker blocks in write) or its lines
+Per worker pipe a PipeReader (stream_reader.py) turns bytes into blocks of whole lines, so lines of two
+workers never interleave. A block stays one bytes object all the way to the sink (a file sink writes it as
+is): lines are split out only for what needs them (events while followed, time_format, journald, `logs`).
+A slow sink costs the loop nothing: past `buffer_size` bytes queued for one worker, that worker's pipe is
+no longer read (overflow = block, the default: the worker blocks in write) or its lines
 are dropped and counted (overflow = drop). Must not import zmq: events leave through `emit`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import dataclasses
 import logging
 import os
@@ -19,8 +20,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from circus_linux.runtime.stream_lines import MAX_LINE
+from circus_linux.runtime.stream_lines import MAX_LINE, split_block
 from circus_linux.runtime.stream_reader import PipeReader, make_pipe
+from circus_linux.runtime.stream_ring import RING_SIZE, LineRing
 from circus_linux.runtime.stream_sink import Sink
 from circus_linux.streams import STDERR, STDOUT, Chunk, canonical, is_direct, make_stream
 from circus_linux.streams.base import opt_bool, opt_int
@@ -32,9 +34,12 @@ Emit = Callable[[str, dict[str, Any]], None]
 KINDS = (STDOUT, STDERR)
 FD_OF = {STDOUT: 1, STDERR: 2}
 BUFFER_SIZE = 1024 * 1024  # per worker pipe: bytes queued for the sink before backpressure or drops
+# Per sink (overflow = block): bytes queued over all its pipes before they wait for the writer. Without it,
+# 50 flooding workers queue 50 MiB: blocks are written long after they were read, out of every CPU cache,
+# and the copy into the page cache costs several times more. A worker paused by it waits as with its own.
+SINK_BOUND = 2 * 1024 * 1024
 DRAIN_TIMEOUT = 2.0  # after a worker exits, how long its pipe may stay open (held by a grandchild)
 FLUSH_TIMEOUT = 30.0  # how long stop/shutdown waits for a sink to write what it has queued
-RING_SIZE = 1000  # last lines kept per watcher for `logs`
 DROP_REPORT_EVERY = 1.0  # seconds between two output_dropped events of one watcher
 
 
@@ -56,11 +61,9 @@ class Channel:
 class WatcherOutput:
     name: str
     channels: dict[str, Channel] = field(default_factory=dict)
-    ring: collections.deque[tuple[float, int, int, str, bytes]] = field(
-        default_factory=lambda: collections.deque(maxlen=RING_SIZE)
-    )
+    ring: LineRing = field(default_factory=lambda: LineRing(RING_SIZE))
     readers: set[PipeReader] = field(default_factory=set)
-    lines: int = 0
+    nbytes: int = 0  # read from the pipes (bytes, not lines: counting lines costs more than writing them)
     dropped: int = 0
     split_done: int = 0  # long lines cut, from readers already finished
     last_drop_report: float = 0.0
@@ -150,6 +153,7 @@ class StreamHub:
         self.outputs: dict[str, WatcherOutput] = {}
         self._retired: list[Sink] = []
         self._followed: dict[str, float] = {}  # watcher -> monotonic end of the follow lease
+        self._waiting: dict[Sink, set[PipeReader]] = {}  # readers paused until their sink drains
 
     # ------------------------------------------------------------------ configuration
     def _output(self, name: str) -> WatcherOutput:
@@ -276,11 +280,13 @@ class StreamHub:
                 reader.worker_exited(ch.drain_timeout if ch else DRAIN_TIMEOUT)
 
     # ------------------------------------------------------------------ the data path (event loop)
-    def _deliver(self, reader: PipeReader, lines: list[bytes]) -> None:
+    def _deliver(self, reader: PipeReader, block: bytes) -> None:
+        """One block of whole lines from one pipe: ring, events (if followed), sink; no work per line else."""
         out = self.outputs[reader.watcher]
         now = time.time()
-        out.lines += len(lines)
-        out.ring.extend((now, reader.pid, reader.wid, reader.kind, line) for line in lines[-RING_SIZE:])
+        nbytes = len(block)
+        out.nbytes += nbytes
+        out.ring.add(now, reader.pid, reader.wid, reader.kind, block)
         ch = out.channels.get(reader.kind)
         if ch is None:
             return
@@ -288,7 +294,7 @@ class StreamHub:
             ch.publish == "auto" and self._followed.get(reader.watcher, 0.0) > time.monotonic()
         ):
             topic = f"watcher.{reader.watcher}.{reader.kind}"
-            for line in lines:
+            for line in split_block(block):
                 self._emit(
                     topic,
                     {"pid": reader.pid, "wid": reader.wid, "data": line.decode(errors="replace"),
@@ -296,15 +302,17 @@ class StreamHub:
                 )
         if ch.sink is None:
             return
-        chunk = Chunk(reader.watcher, reader.kind, reader.pid, reader.wid, now, lines)
-        nbytes = chunk.nbytes()
         if ch.overflow == "drop" and reader.queued + nbytes > ch.buffer_size:
-            self._drop(out, reader, len(lines))
+            self._drop(out, reader, block.count(b"\n"))  # counted only when dropped
             return
         reader.queued += nbytes
+        chunk = Chunk(reader.watcher, reader.kind, reader.pid, reader.wid, now, block=block)
         ch.sink.submit(chunk, reader, nbytes)
         if reader.queued >= ch.buffer_size:
             reader.pause()
+        elif ch.overflow == "block" and ch.sink.queued >= SINK_BOUND:
+            reader.pause()
+            self._waiting.setdefault(ch.sink, set()).add(reader)
 
     def _drop(self, out: WatcherOutput, reader: PipeReader, n: int) -> None:
         reader.dropped += n
@@ -318,11 +326,20 @@ class StreamHub:
                 {"pid": reader.pid, "wid": reader.wid, "stream": reader.kind, "dropped": out.dropped},
             )
 
-    def _written(self, charged: dict[Any, int]) -> None:
-        """Credit from a writer thread (runs in the loop): resume readers back under half their bound."""
+    def _written(self, sink: Sink, charged: dict[Any, int]) -> None:
+        """Credit from a writer thread (runs in the loop): resume readers back under half their bounds."""
+        drained = sink.queued <= SINK_BOUND // 2
         for reader, n in charged.items():
             reader.queued -= n
             if reader.paused:
+                ch = self.outputs.get(reader.watcher, WatcherOutput("")).channels.get(reader.kind)
+                if ch is None or reader.queued <= ch.buffer_size // 2:
+                    if drained or ch is None or ch.overflow != "block":
+                        reader.resume()
+                    else:
+                        self._waiting.setdefault(sink, set()).add(reader)
+        if drained and sink in self._waiting:
+            for reader in self._waiting.pop(sink):
                 ch = self.outputs.get(reader.watcher, WatcherOutput("")).channels.get(reader.kind)
                 if ch is None or reader.queued <= ch.buffer_size // 2:
                     reader.resume()
@@ -347,7 +364,7 @@ class StreamHub:
                 if reader.fd is None or reader.exited:
                     continue
                 reader.pause()
-                rest = reader.splitter.finish()
+                rest = reader.splitter.finish_block()
                 if rest:
                     self._deliver(reader, rest)
                 handed.setdefault(reader.pid, {})[reader.kind] = reader.fd
@@ -431,15 +448,9 @@ class StreamHub:
         out = self.outputs.get(name)
         if out is None or lines <= 0:
             return []
-        picked: list[tuple[float, int, int, str, bytes]] = []
-        for entry in reversed(out.ring):
-            if wid is None or entry[2] == wid:
-                picked.append(entry)
-                if len(picked) >= lines:
-                    break
         return [
             {"time": t, "pid": pid, "wid": w, "stream": kind, "data": data.decode(errors="replace")}
-            for t, pid, w, kind, data in reversed(picked)
+            for t, pid, w, kind, data in out.ring.last(lines, wid)
         ]
 
     def stats(self, name: str) -> dict[str, Any]:
@@ -450,10 +461,10 @@ class StreamHub:
         return {
             "captured": bool(out.channels),
             "streams": {k: {"class": c.config.cls, "direct": c.direct} for k, c in out.channels.items()},
-            "lines": out.lines,
+            "bytes": out.nbytes,
             "dropped": out.dropped,
             "split": out.split_done + sum(r.splitter.split for r in out.readers),
-            "written": sum(s.written_lines for s in sinks.values()),
+            "written_bytes": sum(s.written_bytes for s in sinks.values()),
             "write_errors": sum(s.lost_lines for s in sinks.values()),
             "queued_bytes": sum(r.queued for r in out.readers),
             "paused": sum(1 for r in out.readers if r.paused),

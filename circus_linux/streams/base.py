@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 STDOUT, STDERR = "stdout", "stderr"
@@ -15,23 +14,66 @@ HUB_OPTIONS = frozenset(
 )
 
 
-@dataclass(frozen=True)
 class Chunk:
-    """Complete lines of one worker, in order, as read in one go (newlines stripped)."""
+    """Complete lines of one worker, in order, as read in one go.
 
-    watcher: str
-    kind: str  # STDOUT or STDERR
-    pid: int
-    wid: int
-    time: float  # time.time() when circusd read them
-    lines: Sequence[bytes]
+    Made from lines (newlines stripped) or from a block (the same lines newline-terminated in one bytes
+    object, as the hub reads them). Each form is derived from the other on first use and kept: a sink that
+    writes blocks as they are never pays for a split, one that wants lines sees no difference.
+    """
+
+    __slots__ = ("_block", "_lines", "kind", "pid", "time", "watcher", "wid")
+
+    def __init__(
+        self,
+        watcher: str,
+        kind: str,  # STDOUT or STDERR
+        pid: int,
+        wid: int,
+        time: float,  # time.time() when circusd read them
+        lines: Sequence[bytes] | None = None,
+        *,
+        block: bytes | None = None,
+    ) -> None:
+        if (lines is None) == (block is None):
+            raise TypeError("Chunk takes lines or block, not both")
+        if block is not None and block and not block.endswith(b"\n"):
+            raise ValueError("a block is whole lines: it ends with a newline")
+        self.watcher = watcher
+        self.kind = kind
+        self.pid = pid
+        self.wid = wid
+        self.time = time
+        self._lines = lines
+        self._block = block
+
+    @property
+    def lines(self) -> Sequence[bytes]:
+        if self._lines is None:
+            assert self._block is not None
+            lines = self._block.split(b"\n")
+            lines.pop()  # after the last newline
+            self._lines = lines
+        return self._lines
 
     def payload(self) -> bytes:
         """The lines as the worker wrote them (newline-terminated)."""
-        return b"\n".join(self.lines) + b"\n" if self.lines else b""
+        if self._block is None:
+            lines = self.lines
+            self._block = b"\n".join(lines) + b"\n" if lines else b""
+        return self._block
 
     def nbytes(self) -> int:
+        if self._block is not None:
+            return len(self._block)
         return sum(len(line) for line in self.lines) + len(self.lines)
+
+    def count(self) -> int:
+        """How many lines (counted, not split, when the chunk is a block)."""
+        return len(self._lines) if self._lines is not None else self.payload().count(b"\n")
+
+    def __repr__(self) -> str:
+        return f"Chunk({self.watcher!r}, {self.kind!r}, pid={self.pid}, wid={self.wid}, {self.nbytes()} B)"
 
 
 class Stream:

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
 from circus_linux.streams.base import Chunk, Stream, prefixed, time_prefix
+from circus_linux.streams.fdio import write_all
 
 _COLORS = {
     "black": 30, "red": 31, "green": 32, "yellow": 33, "blue": 34, "magenta": 35, "cyan": 36, "white": 37,
 }  # fmt: skip
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 class StdoutStream(Stream):
@@ -27,7 +21,7 @@ class StdoutStream(Stream):
         self.fd = int(fd)
 
     def write(self, chunks: Sequence[Chunk]) -> None:
-        _write_all(self.fd, b"".join(prefixed(c, time_prefix(c, self.time_format)) for c in chunks))
+        write_all(self.fd, [prefixed(c, time_prefix(c, self.time_format)) for c in chunks])
 
 
 class FancyStdoutStream(StdoutStream):
@@ -47,4 +41,4 @@ class FancyStdoutStream(StdoutStream):
         for c in chunks:
             prefix = self.start + time_prefix(c, self.time_format)
             out.append(b"".join(prefix + line + b"\033[0m\n" for line in c.lines))
-        _write_all(self.fd, b"".join(out))
+        write_all(self.fd, out)

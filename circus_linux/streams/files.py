@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from circus_linux.streams.base import Chunk, Stream, opt_bool, opt_int, prefixed, time_prefix
+from circus_linux.streams.fdio import write_all
 
 _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
 
@@ -54,12 +55,10 @@ class FileStream(Stream):
             self._fd = None
 
     def _write_all(self, data: bytes) -> None:
-        fd = self._open()
-        view = memoryview(data)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
-        self._size += len(data)
+        self._write_many([data])
+
+    def _write_many(self, buffers: Sequence[bytes]) -> None:
+        self._size += write_all(self._open(), buffers)
 
     def _rotate(self) -> None:
         self._close_fd()
@@ -78,27 +77,37 @@ class FileStream(Stream):
         self.before_write()
         self._open()
         rotating = bool(self.max_bytes and self.backup_count)
+        # Whole chunks go out together in one writev; a chunk is only taken apart when it would push the
+        # file past max_bytes (rotation between two lines) or when a time_format prefixes each line.
+        batch: list[bytes] = []
+        size = 0
         for chunk in chunks:
             prefix = time_prefix(chunk, self.time_format)
             data = prefixed(chunk, prefix)
-            if not rotating or self._size + len(data) <= self.max_bytes:
-                self._write_all(data)
+            if not rotating or self._size + size + len(data) <= self.max_bytes:
+                batch.append(data)
+                size += len(data)
                 continue
+            if batch:
+                self._write_many(batch)
+                batch, size = [], 0
             # Does not fit: line by line, so every file stays under max_bytes (but for a longer line).
             pending: list[bytes] = []
-            size = 0
+            psize = 0
             for line in chunk.lines:
                 entry = prefix + line + b"\n"
-                if self._size + size > 0 and self._size + size + len(entry) > self.max_bytes:
+                if self._size + psize > 0 and self._size + psize + len(entry) > self.max_bytes:
                     if pending:
                         self._write_all(b"".join(pending))
-                        pending, size = [], 0
+                        pending, psize = [], 0
                     self._rotate()
                     self._open()
                 pending.append(entry)
-                size += len(entry)
+                psize += len(entry)
             if pending:
                 self._write_all(b"".join(pending))
+        if batch:
+            self._write_many(batch)
 
     def close(self) -> None:
         self._close_fd()

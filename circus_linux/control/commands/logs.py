@@ -7,8 +7,9 @@ Request properties:
   follow  (number, optional)  seconds during which every new line is also published as an event on the
           pub/sub endpoint (with the default `publish = auto`); a follower renews it
 Reply: `{"name": NAME, "lines": [{"time", "pid", "wid", "stream", "data"}...], "stats": {...},
-        "topics": ["watcher.NAME.stdout", "watcher.NAME.stderr"]}`; stats counts lines, dropped lines
-(overflow = drop), long lines split, sink write errors, bytes queued.
+        "topics": ["watcher.NAME.stdout", "watcher.NAME.stderr"]}`; stats: `bytes` read, `written_bytes`,
+`dropped` lines (overflow = drop), long lines `split`, lines lost to `write_errors`, `queued_bytes`, `paused`
+pipes (bytes, not lines: circusd does not count the lines it writes as they are).
 Events (pub/sub): topic `watcher.<name>.stdout` / `.stderr`, body {pid, wid, data (the line), time}.
 Only captured output is there: a watcher without stdout_stream/stderr_stream writes to circusd's own
 stdout/stderr, and a direct journald stream never passes through circusd (read it with journalctl).

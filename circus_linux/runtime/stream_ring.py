@@ -1,0 +1,89 @@
+"""The `logs` ring: a watcher's last lines, kept as the blocks they were read in; pure, no I/O.
+
+Lines are only split out of a block when somebody asks for them (tail), and counted only now and then to
+forget the blocks nobody can ask for any more: keeping the ring costs the capture path no work per line.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass
+
+from circus_linux.runtime.stream_lines import split_block
+
+RING_SIZE = 1000  # lines a watcher's ring answers for
+# Bytes held before old blocks are counted and forgotten; past it, the ring also lets what it keeps
+# double before counting again, so a watcher of long lines is not counted at every block.
+RING_BYTES = 1024 * 1024
+COUNT_STEP = 32 * 1024  # newlines are counted backwards this many bytes at a time, stopping when enough
+
+
+@dataclass(frozen=True)
+class Entry:
+    time: float
+    pid: int
+    wid: int
+    kind: str
+    block: bytes  # whole lines, newline-terminated, at least one
+
+
+class LineRing:
+    """add() blocks; last() gives the newest lines of the last `size` as (time, pid, wid, kind, line)."""
+
+    def __init__(self, size: int = RING_SIZE, budget: int = RING_BYTES) -> None:
+        self.size = size
+        self.budget = budget
+        # Every block holds at least one line: more than `size` blocks are never needed.
+        self._blocks: collections.deque[Entry] = collections.deque(maxlen=size)
+        self._bytes = 0  # an upper bound: blocks pushed out by maxlen are not subtracted
+        self._kept = 0  # bytes kept by the last prune
+
+    def add(self, time: float, pid: int, wid: int, kind: str, block: bytes) -> None:
+        if not block or self.size <= 0:
+            return
+        self._blocks.append(Entry(time, pid, wid, kind, block))
+        self._bytes += len(block)
+        if self._bytes > max(self.budget, 2 * self._kept):
+            self._prune()
+
+    def _prune(self) -> None:
+        """Forget the oldest blocks whose lines are all older than the newest `size` lines."""
+        need, keep, kept = self.size, 0, 0
+        for entry in reversed(self._blocks):
+            keep += 1
+            kept += len(entry.block)
+            need -= count_newlines(entry.block, need)
+            if need <= 0:
+                break
+        for _ in range(len(self._blocks) - keep):
+            self._blocks.popleft()
+        self._bytes = self._kept = kept
+
+    def last(self, n: int, wid: int | None = None) -> list[tuple[float, int, int, str, bytes]]:
+        """The newest n lines (of worker `wid` only, if given) among the ring's last `size`, oldest first."""
+        picked: list[tuple[float, int, int, str, bytes]] = []
+        budget = self.size
+        for e in reversed(self._blocks):
+            if budget <= 0 or len(picked) >= n:
+                break
+            lines = split_block(e.block)[-budget:]
+            budget -= len(lines)
+            if wid is None or e.wid == wid:
+                picked.extend((e.time, e.pid, e.wid, e.kind, line) for line in reversed(lines))
+        del picked[n:]
+        picked.reverse()
+        return picked
+
+    def clear(self) -> None:
+        self._blocks.clear()
+        self._bytes = self._kept = 0
+
+
+def count_newlines(block: bytes, enough: int) -> int:
+    """Newlines in block, counted from its end; stops once `enough` are seen (then returns at least that)."""
+    found, end = 0, len(block)
+    while end > 0 and found < enough:
+        start = max(0, end - COUNT_STEP)
+        found += block.count(b"\n", start, end)
+        end = start
+    return found

@@ -6,8 +6,6 @@ thread is the only way to keep a slow disk away from the event loop). Must not t
 
 from __future__ import annotations
 
-import calendar
-import datetime
 import os
 import re
 import time
@@ -166,7 +164,7 @@ class TimedRotatingFileStream(FileStream):
         if self.when in ("S", "M", "H", "D"):
             return now + self.interval * _UNITS[self.when]
         tm = self._tm(now)
-        midnight = _to_epoch(datetime.datetime(tm.tm_year, tm.tm_mon, tm.tm_mday), self.utc) + 86400
+        midnight = _midnight(tm, self.utc) + 86400
         if self.when == "MIDNIGHT":
             return midnight + (self.interval - 1) * 86400
         # W<d>: midnight at the start of the next day <d> (0 = Monday), as logging does.
@@ -196,8 +194,14 @@ class TimedRotatingFileStream(FileStream):
             os.unlink(os.path.join(directory, name))
 
 
-def _to_epoch(dt: datetime.datetime, utc: bool) -> float:
-    return float(calendar.timegm(dt.timetuple())) if utc else time.mktime(dt.timetuple())
+def _midnight(tm: time.struct_time, utc: bool) -> float:
+    """Epoch of 00:00 on tm's day, in UTC or local time (DST decided by the C library, isdst=-1)."""
+    day = (tm.tm_year, tm.tm_mon, tm.tm_mday, 0, 0, 0, 0, 0, -1)
+    if utc:
+        import calendar  # timed rotation in UTC only: neither it nor datetime is loaded by a plain circusd
+
+        return float(calendar.timegm(day))
+    return time.mktime(day)
 
 
 def file_options(options: Mapping[str, Any]) -> dict[str, Any]:

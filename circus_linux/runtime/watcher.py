@@ -378,6 +378,14 @@ class Watcher:
         self._emit("signal", signum=signum, pids=sent)
         return sent
 
+    async def signal_child(self, pid: int, childpid: int, signum: int) -> bool:
+        """Signal one descendant of worker pid (pidfd-pinned); False if it is not under that worker."""
+        self._get(pid)
+        if not signal_descendant(pid, childpid, signum):
+            return False
+        self._emit("signal", signum=signum, pids=[childpid])
+        return True
+
     async def kill(
         self, pid: int | None = None, signum: int = signals_mod.SIGKILL, graceful_timeout: float | None = None
     ) -> None:
@@ -734,6 +742,20 @@ def _signal_tree(pid: int, sig: int, recursive: bool) -> list[int]:
         for _pid, fd in tree:
             os.close(fd)
 
+
+
+def signal_descendant(pid: int, childpid: int, sig: int) -> bool:
+    """Signal one descendant of pid through a pidfd; False if childpid is not (or no longer) under pid.
+
+    The same pinning as _open_tree: the descendant is found in /proc and opened by pidfd while its parent
+    is alive, so the signal reaches that process or nobody, never a stranger given its recycled pid.
+    """
+    tree = _open_tree(pid, recursive=True)
+    try:
+        return any(_signal_fds([(p, fd)], sig) for p, fd in tree if p == childpid)
+    finally:
+        for _pid, fd in tree:
+            os.close(fd)
 
 def _children(pid: int) -> list[int]:
     kids: list[int] = []

@@ -18,8 +18,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import psutil
-
 from circus_linux.control.commands.base import find_process, get_watcher
 from circus_linux.control.protocol import Errno, Kind, Prop, RequestError
 
@@ -34,19 +32,6 @@ PROPERTIES = (
 )
 
 
-def _signal_descendant(pid: int, childpid: int, signum: int) -> None:
-    # The runtime knows its workers by pidfd, not their children. psutil's send_signal re-checks the
-    # process's start time first, so a pid recycled since we listed the children is not hit.
-    try:
-        for child in psutil.Process(pid).children(recursive=True):
-            if child.pid == childpid:
-                child.send_signal(signum)
-                return
-    except psutil.NoSuchProcess:
-        pass
-    raise RequestError(f"child {childpid!r} not found under {pid!r}", Errno.MESSAGE_ERROR, "childpid")
-
-
 async def execute(arbiter: Any, props: Mapping[str, Any]) -> None:
     watcher = get_watcher(arbiter, props["name"])
     signum = props["signum"]
@@ -55,7 +40,10 @@ async def execute(arbiter: Any, props: Mapping[str, Any]) -> None:
         if pid is None:
             raise RequestError("cannot specify childpid without pid", Errno.MESSAGE_ERROR, "childpid")
         find_process(watcher, pid)
-        _signal_descendant(pid, props["childpid"], signum)
+        # Through a pidfd opened while the worker (its ancestor) is alive, as every other signal path.
+        if not await watcher.signal_child(pid, props["childpid"], signum):
+            childpid = props["childpid"]
+            raise RequestError(f"child {childpid!r} not found under {pid!r}", Errno.MESSAGE_ERROR, "childpid")
         return
     if pid is not None:
         find_process(watcher, pid)

@@ -101,6 +101,7 @@ METRICS = [
     Metric("rss", "RSS of the supervisor", "MiB", 1),
     Metric("tput", "stdout throughput to a file", "MB/s", 1, higher_better=True),
     Metric("tput_cpu", "supervisor CPU per MB logged", "ms/MB", 1),
+    Metric("tput_broken", "lines cut or mixed in the file", "lines", 0, goal="0", check=lambda c: c == 0),
 ]
 METRIC = {m.key: m for m in METRICS}
 
@@ -253,6 +254,16 @@ def _flood_argv(kind: str, tmp: Path, gate: Path, nbytes: int) -> tuple[list[str
     return ["/bin/sh", str(script), str(gate), str(nbytes)], "sh"
 
 
+FLOOD_LINE = 100  # bytes per flood line, newline included (FLOOD_SH and FLOOD_PY)
+
+
+def broken_lines(data: bytes, length: int) -> int:
+    """Lines of `data` whose length (newline included) is not `length`, an unterminated tail included."""
+    lines = data.split(b"\n")
+    tail = 1 if lines[-1] else 0
+    return sum(1 for line in lines[:-1] if len(line) + 1 != length) + tail
+
+
 def _holds(pid: int, path: str) -> bool:
     try:
         fds = os.listdir(f"/proc/{pid}/fd")
@@ -315,6 +326,10 @@ def run_flood(
             s.add("tput", size / secs / 1e6)
             if not isinstance(target, targets.FloorTarget):
                 s.add("tput_cpu", 1e3 * cpu / procfs.CLK_TCK / (size / 1e6))
+        # Every flooder writes whole 100-byte lines; a line of another length in the shared file was
+        # cut at a write boundary and mixed with another worker's output (counted after the timing).
+        with contextlib.suppress(FileNotFoundError):
+            s.add("tput_broken", broken_lines(out.read_bytes(), FLOOD_LINE))
     finally:
         if gate_fd is not None:
             os.close(gate_fd)

@@ -1,8 +1,14 @@
-"""Reads one worker's stdout or stderr pipe with loop.add_reader (non-blocking) into line blocks; no sinks.
+"""Reads workers' stdout/stderr pipes (non-blocking, one shared epoll) into line blocks; no sinks.
 
 The reader owns the pipe's read end: it reads until EOF (every writer closed, the worker and whatever
 inherited the pipe), or until a drain deadline set after the worker exited, so a grandchild that keeps the
 pipe open cannot hold a stop or a shutdown forever.
+
+Every pipe of a loop sits in one private epoll (the ReadPool's) for its whole life; the event loop watches
+only that epoll's fd. A round reads the pipes that are ready (one epoll_wait, no read that finds nothing),
+then the whole pool rests REST seconds (one timer, the loop does not watch meanwhile); a pipe that gave a
+lot is read again in the next loop iteration (hot). Registering with asyncio costs ~10 us of Python per
+add_reader/remove_reader: per pipe and wake-up, that was the main cost of hundreds of small flooders.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import select
 from collections.abc import Callable
 
 from circus_linux.runtime.stream_lines import LineSplitter
@@ -26,9 +33,10 @@ READS_PER_WAKE = 4
 # F_SETPIPE_SZ (fcntl(2)); a bigger pipe means fewer wake-ups per MB. Python 3.11 has no constant for it.
 F_SETPIPE_SZ = 1031
 PIPE_SIZE = 256 * 1024
-# A wake-up that found less than REST_BELOW bytes rests the pipe REST seconds before the next one: a worker
-# writing small pieces (coreutils write 8 KiB at a time) then costs one read per REST instead of one per
-# write. A pipe that had a lot (its writer is fast and may fill it) is read again at once.
+# After a round that read anything, the pool rests REST seconds before the next one: a worker writing small
+# pieces (coreutils write 8 KiB at a time) then costs one read per REST instead of one per write, and
+# hundreds of them one round. A pipe that gave REST_BELOW bytes or more (its writer is fast and may fill
+# it) is read again in the next loop iteration (hot).
 REST_BELOW = 64 * 1024
 REST = 0.005
 # At the drain deadline, how many reads we still do before closing (a writer may never stop).
@@ -42,6 +50,126 @@ def make_pipe() -> tuple[int, int]:
         fcntl.fcntl(r, F_SETPIPE_SZ, PIPE_SIZE)
     os.set_blocking(r, False)
     return r, w
+
+
+class ReadPool:
+    """The pipes of one event loop, in one private epoll: read by rounds, with one timer for the rests."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, rest: float = REST) -> None:
+        self._loop = loop
+        self.rest = rest
+        self._ep: select.epoll | None = None  # open while it holds a pipe
+        self._by_fd: dict[int, PipeReader] = {}
+        self.hot: dict[PipeReader, None] = {}  # insertion-ordered set: read in the next loop iteration
+        self._watching = False  # the loop watches our epoll fd
+        self._timer: asyncio.TimerHandle | None = None  # resting: the next round
+        self._soon: asyncio.Handle | None = None
+
+    def __contains__(self, reader: object) -> bool:
+        fd = getattr(reader, "fd", None)
+        return fd is not None and self._by_fd.get(fd) is reader
+
+    @property
+    def resting(self) -> bool:
+        return self._timer is not None
+
+    def register(self, reader: PipeReader) -> None:
+        assert reader.fd is not None
+        if self._ep is None:
+            self._ep = select.epoll()
+        self._ep.register(reader.fd, select.EPOLLIN)
+        self._by_fd[reader.fd] = reader
+        if self._timer is None:  # while resting, the next round sees the new pipe
+            self._watch()
+
+    def unregister(self, reader: PipeReader) -> None:
+        """Out of the pool (pause, finish): before its fd is closed."""
+        if reader.fd is not None and self._by_fd.get(reader.fd) is reader:
+            del self._by_fd[reader.fd]
+            assert self._ep is not None
+            self._ep.unregister(reader.fd)
+        self.hot.pop(reader, None)
+        if not self._by_fd:
+            self.close()
+
+    def _watch(self) -> None:
+        if not self._watching and self._ep is not None:
+            self._watching = True
+            self._loop.add_reader(self._ep.fileno(), self._round)
+
+    def _unwatch(self) -> None:
+        if self._watching and self._ep is not None:
+            self._watching = False
+            self._loop.remove_reader(self._ep.fileno())
+
+    def _tick(self) -> None:
+        self._timer = None
+        self._round()
+
+    def _round(self) -> None:
+        """Read every ready pipe once; rest if any had data, else let the loop watch for the next data."""
+        if self._ep is None:
+            return
+        got_any = False
+        for fd, _events in self._ep.poll(0):
+            reader = self._by_fd.get(fd)
+            if reader is None:  # paused or finished by an earlier pipe's delivery
+                continue
+            got = reader.read_some()
+            got_any = got_any or got > 0
+            if got >= REST_BELOW and self._by_fd.get(fd) is reader:
+                self._heat(reader)
+        if self._ep is None:
+            return  # the last pipe ended
+        if got_any:
+            self._unwatch()
+            if self._timer is None:
+                self._timer = self._loop.call_later(self.rest, self._tick)
+        else:
+            self._watch()
+
+    def _heat(self, reader: PipeReader) -> None:
+        self.hot[reader] = None
+        if self._soon is None:
+            self._soon = self._loop.call_soon(self._run_hot)
+
+    def _run_hot(self) -> None:
+        self._soon = None
+        batch, self.hot = self.hot, {}
+        for reader in batch:
+            fd = reader.fd
+            if fd is None or self._by_fd.get(fd) is not reader:
+                continue
+            if reader.read_some() >= REST_BELOW and self._by_fd.get(fd) is reader:
+                self._heat(reader)
+
+    def close(self) -> None:
+        """No pipes left (or the loop is gone): close the epoll, cancel the timers."""
+        if self._ep is not None and not self._loop.is_closed():
+            self._unwatch()
+        for handle in (self._timer, self._soon):
+            if handle is not None:
+                handle.cancel()
+        self._timer = self._soon = None
+        self._watching = False
+        if self._ep is not None:
+            self._ep.close()
+            self._ep = None
+        self._by_fd.clear()
+        self.hot.clear()
+
+
+_POOLS: dict[asyncio.AbstractEventLoop, ReadPool] = {}
+
+
+def loop_pool(loop: asyncio.AbstractEventLoop) -> ReadPool:
+    """The ReadPool of `loop` (one per loop: one epoll and one timer for every pipe)."""
+    pool = _POOLS.get(loop)
+    if pool is None:
+        for old in [lp for lp in _POOLS if lp.is_closed()]:
+            _POOLS.pop(old).close()  # test suites run many loops: forget the closed ones
+        pool = _POOLS[loop] = ReadPool(loop)
+    return pool
 
 
 class PipeReader:
@@ -58,6 +186,7 @@ class PipeReader:
         max_line: int,
         deliver: Callable[[PipeReader, bytes], None],
         done: Callable[[PipeReader], None],
+        pool: ReadPool | None = None,
     ) -> None:
         self.fd: int | None = fd
         self.watcher = watcher
@@ -73,48 +202,32 @@ class PipeReader:
         self.dropped = 0
         self.finished = asyncio.Event()
         self._loop = asyncio.get_running_loop()
+        self._pool = pool if pool is not None else loop_pool(self._loop)
         self._deadline: asyncio.TimerHandle | None = None
-        self._rest: asyncio.TimerHandle | None = None  # resting: not watched until the timer fires
 
     def start(self) -> None:
-        assert self.fd is not None
-        self._loop.add_reader(self.fd, self._on_readable)
+        self._pool.register(self)
 
     def pause(self) -> None:
         """Backpressure: stop reading; the pipe fills and the worker blocks in write()."""
         if not self.paused and self.fd is not None:
             self.paused = True
-            if not self._stop_resting():
-                self._loop.remove_reader(self.fd)
+            self._pool.unregister(self)
 
     def resume(self) -> None:
         if self.paused and self.fd is not None:
             self.paused = False
-            self._loop.add_reader(self.fd, self._on_readable)
+            self._pool.register(self)
 
-    def _stop_resting(self) -> bool:
-        """Cancel a rest (the pipe is then not watched); False when it was not resting."""
-        if self._rest is None:
-            return False
-        self._rest.cancel()
-        self._rest = None
-        return True
-
-    def _wake(self) -> None:
-        self._rest = None
-        if self.fd is not None and not self.paused:
-            self._loop.add_reader(self.fd, self._on_readable)
-
-    def _on_readable(self) -> None:
+    def read_some(self) -> int:
+        """Up to READS_PER_WAKE reads; how many bytes they got (0: nothing now or the pipe ended)."""
         got = 0
         for _ in range(READS_PER_WAKE):
             n = self._read_once()
             got += n
             if n < READ_SIZE or self.paused:
                 break
-        if got < REST_BELOW and self.fd is not None and not self.paused:
-            self._loop.remove_reader(self.fd)
-            self._rest = self._loop.call_later(REST, self._wake)
+        return got
 
     def _read_once(self) -> int:
         """One read; how many bytes it got (0: nothing for now, EAGAIN, or the pipe ended)."""
@@ -151,8 +264,8 @@ class PipeReader:
             self.kind,
             self.pid,
         )
-        self.paused = False
-        self._stop_resting()
+        self._pool.unregister(self)
+        self.paused = True  # no delivery below may register it again
         for _ in range(FINAL_READS):
             if self._read_once() < READ_SIZE:
                 break
@@ -162,8 +275,7 @@ class PipeReader:
         """Flush the unterminated last line, stop watching and close the read end; idempotent."""
         if self.fd is None:
             return
-        if not self.paused and not self._stop_resting():
-            self._loop.remove_reader(self.fd)
+        self._pool.unregister(self)
         os.close(self.fd)
         self.fd = None
         self.paused = False

@@ -2,11 +2,14 @@
 
 The queue itself is unbounded, but every byte in it is charged to the reader (one worker's pipe) that
 put it there, and readers stop reading or drop past their own bound: the bound lives per process.
+The writer hands back what it wrote as credits in a deque the loop collects (settle()) when it next looks
+at the bounds; it wakes the loop for them only when the loop asked (`wanted`: a reader waits on a bound).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import queue
@@ -45,6 +48,12 @@ class Sink:
         self._last_error = 0.0
         self.closed = False
         self._batch: list[tuple[Chunk, Any, int]] = []  # submitted in this loop iteration, not queued yet
+        # Written and not yet subtracted: appended by the writer, popped by the loop (deque: thread-safe).
+        self._credits: collections.deque[dict[Any, int]] = collections.deque()
+        # Set by the loop when something waits for credit (a paused reader): the writer then wakes the loop
+        # for its next credit. Otherwise credits wait for the next settle(), and a flood costs no wake-up
+        # of the loop per batch written.
+        self.wanted = False
         self.thread = threading.Thread(target=self._run, name=f"stream:{name}", daemon=True)
         self.thread.start()
 
@@ -100,11 +109,12 @@ class Sink:
                     chunks.append(chunk)
                     charged[owner] = charged.get(owner, 0) + nbytes
                 continue
-            # A flush or close marker: everything queued before it must be written first.
+            # A flush or close marker: everything queued before it must be written first, and credited
+            # (a settle() after the flush sees every byte written before it).
             self._write(chunks)
-            chunks = []
+            self._settle(charged)
+            chunks, charged = [], {}
             if item is _CLOSE:
-                self._settle(charged)
                 self._close_stream()
                 return False
             self._call(_resolve, item)
@@ -114,12 +124,21 @@ class Sink:
 
     def _settle(self, charged: dict[Any, int]) -> None:
         if charged:
-            self._call(self._credit, charged)
+            self._credits.append(charged)
+            if self.wanted:
+                self.wanted = False
+                self._call(_settle_sink, self)
 
-    def _credit(self, charged: dict[Any, int]) -> None:
-        """In the loop: what the writer wrote (or lost) no longer counts as queued."""
-        self.queued -= sum(charged.values())
-        self._on_written(self, charged)
+    def settle(self) -> None:
+        """In the loop: what the writer wrote (or lost) no longer counts as queued; on_written per credit.
+
+        on_written may set `wanted` again (a reader still waits): a credit the writer appends after that
+        wakes the loop, one appended before it is still popped by this loop.
+        """
+        while self._credits:
+            charged = self._credits.popleft()
+            self.queued -= sum(charged.values())
+            self._on_written(self, charged)
 
     def _call(self, fn: Callable[..., Any], arg: Any) -> None:
         # RuntimeError: the loop is closed, circusd is exiting and nobody waits for this any more.
@@ -145,6 +164,10 @@ class Sink:
             self.stream.close()
         except Exception as exc:  # same reason as in _write
             log.error("stream %s: close failed: %s", self.name, exc)
+
+
+def _settle_sink(sink: Sink) -> None:
+    sink.settle()
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:

@@ -300,19 +300,30 @@ class StreamHub:
                     {"pid": reader.pid, "wid": reader.wid, "data": line.decode(errors="replace"),
                      "time": now},
                 )
-        if ch.sink is None:
+        sink = ch.sink
+        if sink is None:
             return
+        sink.settle()  # the writer's credits so far: the bounds below see what is really still queued
         if ch.overflow == "drop" and reader.queued + nbytes > ch.buffer_size:
             self._drop(out, reader, block.count(b"\n"))  # counted only when dropped
             return
         reader.queued += nbytes
         chunk = Chunk(reader.watcher, reader.kind, reader.pid, reader.wid, now, block=block)
-        ch.sink.submit(chunk, reader, nbytes)
+        sink.submit(chunk, reader, nbytes)
         if reader.queued >= ch.buffer_size:
             reader.pause()
-        elif ch.overflow == "block" and ch.sink.queued >= SINK_BOUND:
+        elif ch.overflow == "block" and sink.queued >= SINK_BOUND:
             reader.pause()
-            self._waiting.setdefault(ch.sink, set()).add(reader)
+            self._waiting.setdefault(sink, set()).add(reader)
+        else:
+            return
+        self._await_credit(sink)
+
+    @staticmethod
+    def _await_credit(sink: Sink) -> None:
+        """A reader waits on `sink`: have its writer wake the loop for the next credit (and take any now)."""
+        sink.wanted = True
+        sink.settle()
 
     def _drop(self, out: WatcherOutput, reader: PipeReader, n: int) -> None:
         reader.dropped += n
@@ -327,8 +338,12 @@ class StreamHub:
             )
 
     def _written(self, sink: Sink, charged: dict[Any, int]) -> None:
-        """Credit from a writer thread (runs in the loop): resume readers back under half their bounds."""
+        """Credit from a writer thread (via Sink.settle, in the loop): resume readers under half their bounds.
+
+        Whoever is still paused on this sink's bytes keeps `sink.wanted` set, so the next credit wakes us.
+        """
         drained = sink.queued <= SINK_BOUND // 2
+        waiting = False
         for reader, n in charged.items():
             reader.queued -= n
             if reader.paused:
@@ -338,11 +353,21 @@ class StreamHub:
                         reader.resume()
                     else:
                         self._waiting.setdefault(sink, set()).add(reader)
-        if drained and sink in self._waiting:
-            for reader in self._waiting.pop(sink):
-                ch = self.outputs.get(reader.watcher, WatcherOutput("")).channels.get(reader.kind)
-                if ch is None or reader.queued <= ch.buffer_size // 2:
-                    reader.resume()
+                        waiting = True
+                else:
+                    waiting = True
+        if sink in self._waiting:
+            if drained:
+                for reader in self._waiting.pop(sink):
+                    ch = self.outputs.get(reader.watcher, WatcherOutput("")).channels.get(reader.kind)
+                    if ch is None or reader.queued <= ch.buffer_size // 2:
+                        reader.resume()
+                    else:
+                        waiting = True  # its own bound: its own bytes' credit resumes it
+            else:
+                waiting = True
+        if waiting:
+            sink.wanted = True
 
     def _reader_done(self, reader: PipeReader) -> None:
         out = self.outputs.get(reader.watcher)
@@ -458,6 +483,8 @@ class StreamHub:
         if out is None:
             return {"captured": False}
         sinks = {id(c.sink): c.sink for c in out.channels.values() if c.sink is not None}
+        for sink in sinks.values():
+            sink.settle()
         return {
             "captured": bool(out.channels),
             "streams": {k: {"class": c.config.cls, "direct": c.direct} for k, c in out.channels.items()},

@@ -195,8 +195,8 @@ def idle(target: Any, window: float) -> tuple[float, float, float]:
     rss = [procfs.rss_kib(p) for p in pids]
     if None in ticks0 + ticks1 + ns0 + ns1 + rss or not target.alive():
         raise scenarios.Timeout(f"{target.label} exited during the idle window")
-    ticks = sum(b - a for a, b in zip(ticks0, ticks1, strict=True))  # type: ignore[operator]
-    ns = sum(b - a for a, b in zip(ns0, ns1, strict=True))  # type: ignore[operator]
+    ticks = sum(b - a for a, b in zip(ticks0, ticks1, strict=True))  # type: ignore[operator,misc]
+    ns = sum(b - a for a, b in zip(ns0, ns1, strict=True))  # type: ignore[operator,misc]
     return 100.0 * ns / 1e9 / wall, 100.0 * ticks / procfs.CLK_TCK / wall, sum(rss) / 1024.0  # type: ignore[arg-type]
 
 

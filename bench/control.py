@@ -19,6 +19,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import zmq
 
@@ -100,7 +101,7 @@ def main() -> int:
         sock.connect(endpoint)
         call(sock, "numwatchers")
         rows = []
-        phases = (
+        phases: tuple[tuple[str, str, list[tuple[str, dict[str, Any]]]], ...] = (
             ("list", "list", [("list", {})]),
             ("list bench (500 pids)", "list", [("list", {"name": "bench"})]),
             (

@@ -46,7 +46,7 @@ def _run_cli(argv: list[str]) -> float:
 
 def _zmq_call(endpoint: str, command: str, **props: Any) -> float:
     """One Circus-protocol request on a fresh DEALER (as a client would); seconds from connect to reply."""
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[Any] = zmq.Context.instance()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     try:

@@ -8,7 +8,7 @@ bash tests/setup.sh
 
 echo "== lint: ruff + mypy"
 .venv/bin/ruff check circus_linux tests bench
-.venv/bin/mypy circus_linux
+.venv/bin/mypy circus_linux bench
 
 echo "== tests with the newest PyPI releases ($(.venv/bin/python -c 'import zmq, psutil, cffi; print("pyzmq", zmq.__version__, "psutil", psutil.__version__, "cffi", cffi.__version__)'))"
 # This run includes the slow fault/load tests and the lab (systemd in nspawn, full cgroup v2 in qemu).

@@ -36,6 +36,7 @@ import procfs
 import scenarios
 import targets
 from circus_target import CircusdFailed, prepare_bytecode
+from figures import cell, percentile
 
 FLOOR, CL, CIRCUS, SUP = "floor", "circus-linux", "Circus 0.19", "supervisord 4.3"
 COLUMNS = (FLOOR, CL, CIRCUS, SUP)
@@ -226,7 +227,7 @@ def run_main(target: Any, n: int, comm: str, args: argparse.Namespace, s: Series
         s.add("mass_kill", scenarios.mass_kill(pool, n, timeout) * 1e3)
         kills = [k * 1e3 for k in scenarios.single_kills(pool, args.kills, 10.0)]
         s.add("single_median", statistics.median(kills))
-        s.add("single_p90", _percentile(kills, 90))
+        s.add("single_p90", percentile(kills, 90))
         try:
             for key, count in (("scale_up", 2 * n), ("scale_down", n)):
                 before = set(procfs.children(pool.pid)) if target.scale_replaces_all else None
@@ -351,13 +352,6 @@ def run_flood(
         out.unlink(missing_ok=True)
 
 
-def _percentile(data: list[float], q: float) -> float:
-    xs = sorted(data)
-    pos = (len(xs) - 1) * q / 100.0
-    lo = int(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
-
 
 # -------------------------------------------------------------------------------------------- factories
 def factories(kind: str, tmp: Path, cgroup: str, venvs: dict[str, Path]) -> dict[str, Any]:
@@ -389,14 +383,6 @@ def factories(kind: str, tmp: Path, cgroup: str, venvs: dict[str, Path]) -> dict
 
 
 # ---------------------------------------------------------------------------------------------- render
-def _cell(values: list[float] | None, digits: int) -> str:
-    if not values:
-        return "-"
-    med = statistics.median(values)
-    if len(values) == 1:
-        return f"{med:.{digits}f}"
-    return f"{med:.{digits}f} [{min(values):.{digits}f}-{max(values):.{digits}f}]"
-
 
 def _better(m: Metric, a: float, b: float) -> bool:
     """a is not worse than b (a tie, e.g. 0.000 % against 0.000 %, is not 'behind')."""
@@ -439,7 +425,7 @@ def render(kind: str, n: int, res: dict[str, Series], repeat: int) -> tuple[str,
         met, missed = verdict(m, res)
         for why in missed:
             misses.append(f"{kind} N={n} {m.title}: {why}")
-        cells = [_cell(res[label].values.get(m.key) if label in res else None, m.digits) for label in COLUMNS]
+        cells = [cell(res[label].values.get(m.key) if label in res else None, m.digits) for label in COLUMNS]
         rows.append([m.title, m.unit, *cells, ratio, _adv(m, c, meds[CIRCUS]), _adv(m, c, meds[SUP]), met])
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]

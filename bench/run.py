@@ -26,6 +26,7 @@ from pathlib import Path
 import cleanup
 import scenarios
 from circus_target import Circusd, CircusdFailed, prepare_bytecode
+from figures import cell, percentile
 from floor import Floor
 
 WORKER_ARGV = ["/bin/sleep", "100000"]
@@ -76,16 +77,6 @@ class Series:
             self.values.setdefault(key, []).append(value)
 
 
-def percentile(data: list[float], q: float) -> float:
-    """Linear-interpolated percentile (q in 0..100) of a non-empty list."""
-    xs = sorted(data)
-    if len(xs) == 1:
-        return xs[0]
-    pos = (len(xs) - 1) * q / 100.0
-    lo = int(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
-
 
 def run_once(target: scenarios.Target, n: int, args: argparse.Namespace, series: Series) -> None:
     timeout = 60.0 + 0.2 * n
@@ -111,14 +102,6 @@ def run_once(target: scenarios.Target, n: int, args: argparse.Namespace, series:
     series.add("rss", idle.rss_mib)
 
 
-def _cell(values: list[float] | None, digits: int) -> str:
-    if not values:
-        return "-"
-    med = statistics.median(values)
-    if len(values) == 1:
-        return f"{med:.{digits}f}"
-    return f"{med:.{digits}f} [{min(values):.{digits}f}-{max(values):.{digits}f}]"
-
 
 def render(n: int, results: dict[str, Series], repeat: int) -> str:
     fl, ci = results[FLOOR], results[CIRCUS]
@@ -132,7 +115,7 @@ def render(n: int, results: dict[str, Series], repeat: int) -> str:
         met = "-"
         if m.check is not None and c_med is not None:
             met = "yes" if m.check(f_med, c_med) else "NO"
-        rows.append([m.title, m.unit, _cell(f_vals, m.digits), _cell(c_vals, m.digits), ratio, m.goal, met])
+        rows.append([m.title, m.unit, cell(f_vals, m.digits), cell(c_vals, m.digits), ratio, m.goal, met])
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))

@@ -33,12 +33,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from circus_linux.streams.journal import journald_available
 
-WORKER = """
-import os, sys
-line_len, total = int(sys.argv[1]), int(sys.argv[2])
-wid = os.environ["CIRCUS_WID"]
+# Both workers write `n` numbered lines ("<wid> <i> xxx...", line_len bytes each) in 512-line batches.
+EMIT_LINES = """
 out = sys.stdout.buffer
-n = total // line_len
 batch = []
 for i in range(n):
     head = f"{wid} {i} ".encode()
@@ -46,6 +43,14 @@ for i in range(n):
     if len(batch) == 512:
         out.write(b"".join(batch)); batch = []
 out.write(b"".join(batch)); out.flush()
+"""
+
+WORKER = """
+import os, sys
+line_len, total = int(sys.argv[1]), int(sys.argv[2])
+wid = os.environ["CIRCUS_WID"]
+n = total // line_len
+""" + EMIT_LINES + """
 import time
 time.sleep(1000)
 """
@@ -60,14 +65,7 @@ wid = os.environ["CIRCUS_WID"]
 open(f"{tmp}/ready.{wid}", "w").close()
 while not os.path.exists(f"{tmp}/go"):
     time.sleep(0.005)
-out = sys.stdout.buffer
-batch = []
-for i in range(n):
-    head = f"{wid} {i} ".encode()
-    batch.append(head + b"x" * (line_len - len(head) - 1) + b"\\n")
-    if len(batch) == 512:
-        out.write(b"".join(batch)); batch = []
-out.write(b"".join(batch)); out.flush()
+""" + EMIT_LINES + """
 open(f"{tmp}/done.{wid}", "w").close()
 time.sleep(1000)
 """

@@ -152,15 +152,7 @@ class CircusPeer:
         conf.write_text(
             CIRCUS_CONFIG.format(tmp=self.tmp, cmd=shlex.join(self.argv), n=n, extra=self.watcher_extra)
         )
-        with open(self.log_path, "ab") as log:
-            self.t0 = time.monotonic()
-            self.proc = subprocess.Popen(
-                [str(self.venv / "bin" / "circusd"), str(conf)],
-                cwd=self.tmp,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-            )
+        self.t0, self.proc = _launch([str(self.venv / "bin" / "circusd"), str(conf)], self.tmp, self.log_path)
         self.pid = self.proc.pid
 
     def alive(self) -> bool:
@@ -288,15 +280,8 @@ class Supervisord:
 
     def start(self, n: int) -> None:
         self._write(n)
-        with open(self.log_path, "ab") as log:
-            self.t0 = time.monotonic()
-            self.proc = subprocess.Popen(
-                [str(self.venv / "bin" / "supervisord"), "-c", str(self.conf)],
-                cwd=self.tmp,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-            )
+        argv = [str(self.venv / "bin" / "supervisord"), "-c", str(self.conf)]
+        self.t0, self.proc = _launch(argv, self.tmp, self.log_path)
         self.pid = self.proc.pid
 
     def alive(self) -> bool:
@@ -336,6 +321,14 @@ class Supervisord:
 
 
 # ------------------------------------------------------------------------------------------------ helpers
+def _launch(argv: list[str], cwd: Path, log_path: Path) -> tuple[float, subprocess.Popen[bytes]]:
+    """Start a peer supervisor, output appended to log_path; (monotonic time just before Popen, proc)."""
+    with open(log_path, "ab") as log:
+        t0 = time.monotonic()
+        proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    return t0, proc
+
+
 def _children(pid: int | None) -> list[int]:
     return [] if pid is None else procfs.children(pid)
 

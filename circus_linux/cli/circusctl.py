@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import zmq
 
 from circus_linux import __version__
+from circus_linux.cli.helpformat import HelpFormatter
 from circus_linux.control.client import DEFAULT_ENDPOINT, CallError, Client
 from circus_linux.control.command_names import NAMES
 from circus_linux.errors import CircusError
@@ -112,39 +113,6 @@ def add_remote_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
                         help="private key for --ssh")  # fmt: skip
 
 
-class _Formatter(argparse.HelpFormatter):
-    """argparse's formatter, with the terminal width looked up once instead of per add_argument().
-
-    argparse builds a formatter for every add_argument() and each one imports shutil (bz2, lzma, ...) and
-    asks the terminal its size; circusctl's start-up time is the point of this.
-    """
-
-    _columns: int | None = None
-
-    def __init__(
-        self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width: int | None = None
-    ) -> None:
-        if width is None:
-            width = self.columns() - 2  # argparse's own margin
-        super().__init__(prog, indent_increment, max_help_position, width)
-
-    @classmethod
-    def columns(cls) -> int:
-        # shutil.get_terminal_size()'s rules: $COLUMNS, else stdout's terminal, else 80
-        if cls._columns is None:
-            try:
-                cols = int(os.environ.get("COLUMNS", "0"))
-            except ValueError:
-                cols = 0
-            if cols <= 0:
-                try:
-                    cols = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
-                except (AttributeError, ValueError, OSError):
-                    cols = 0
-            cls._columns = cols if cols > 0 else 80
-        return cls._columns
-
-
 class _Skipped:
     """Stands in for a subparser build_parser(only=...) leaves out: takes its arguments, builds nothing."""
 
@@ -191,12 +159,12 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="circusctl",
         description="Control a running circusd. With no command, opens an interactive shell.",
-        formatter_class=_Formatter,
+        formatter_class=HelpFormatter,
     )
     _globals(parser, suppress=False)
     parser.add_argument("--version", action="version", version=f"circus-linux {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    common = argparse.ArgumentParser(add_help=False, formatter_class=_Formatter)
+    common = argparse.ArgumentParser(add_help=False, formatter_class=HelpFormatter)
     _globals(common, suppress=True)  # global options are accepted after the command too, as in Circus
 
     def add(name: str) -> argparse.ArgumentParser | _Skipped:
@@ -207,7 +175,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             parents=[common],
             help=COMMAND_HELP[name],
             description=COMMAND_HELP[name],
-            formatter_class=_Formatter,
+            formatter_class=HelpFormatter,
         )
 
     p = add("add")

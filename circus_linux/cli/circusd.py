@@ -11,6 +11,7 @@ from typing import Any
 
 from circus_linux import __version__
 from circus_linux import config as configmod
+from circus_linux.cli.helpformat import HelpFormatter
 from circus_linux.errors import CircusError, ConfigError, ExitCode
 
 log = logging.getLogger("circus_linux.circusd")
@@ -24,29 +25,8 @@ PID) keeping its workers and listening sockets (as `circusctl upgrade`).
 """
 
 
-def _columns() -> int:
-    """The terminal's width as shutil.get_terminal_size() finds it: $COLUMNS, stdout's tty, or 80."""
-    with contextlib.suppress(KeyError, ValueError):
-        return int(os.environ["COLUMNS"])
-    try:
-        return os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
-    except (AttributeError, ValueError, OSError):
-        return 80
-
-
-class _HelpFormatter(argparse.HelpFormatter):
-    """argparse's own formatter, given the width so that it does not import shutil to find it.
-
-    argparse builds a formatter for every add_argument() call, and with no width its formatter imports
-    shutil, which imports bz2, lzma and zlib: ~650 KiB of circusd's resident memory, kept for its life.
-    """
-
-    def __init__(self, prog: str) -> None:
-        super().__init__(prog, width=max(_columns() - 2, 40))
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="circusd", description=DESCRIPTION, formatter_class=_HelpFormatter)
+    p = argparse.ArgumentParser(prog="circusd", description=DESCRIPTION, formatter_class=HelpFormatter)
     p.add_argument("config", nargs="?", help="Circus ini file (default: the embedded example config)")
     p.add_argument("--check", action="store_true", help="validate CONFIG (includes resolved) and exit 0/1")
     p.add_argument(

@@ -62,12 +62,16 @@ class WatcherOutput:
     name: str
     channels: dict[str, Channel] = field(default_factory=dict)
     ring: LineRing = field(default_factory=lambda: LineRing(RING_SIZE))
-    readers: set[PipeReader] = field(default_factory=set)
-    by_pid: dict[int, list[PipeReader]] = field(default_factory=dict)  # the same readers, by worker pid
+    by_pid: dict[int, list[PipeReader]] = field(default_factory=dict)  # live readers, by worker pid
     nbytes: int = 0  # read from the pipes (bytes, not lines: counting lines costs more than writing them)
     dropped: int = 0
     split_done: int = 0  # long lines cut, from readers already finished
     last_drop_report: float = 0.0
+
+    @property
+    def readers(self) -> list[PipeReader]:
+        """Every live reader of the watcher (a snapshot: safe to iterate while readers finish)."""
+        return [r for rs in self.by_pid.values() for r in rs]
 
 
 @dataclass
@@ -267,7 +271,6 @@ class StreamHub:
         reader = PipeReader(
             fd, name, kind, pid, wid, ch.max_line if ch else MAX_LINE, self._deliver, self._reader_done
         )
-        out.readers.add(reader)
         out.by_pid.setdefault(pid, []).append(reader)
         reader.start()
 
@@ -374,7 +377,6 @@ class StreamHub:
     def _reader_done(self, reader: PipeReader) -> None:
         out = self.outputs.get(reader.watcher)
         if out is not None:
-            out.readers.discard(reader)
             mine = out.by_pid.get(reader.pid)
             if mine is not None and reader in mine:
                 mine.remove(reader)
@@ -392,7 +394,7 @@ class StreamHub:
         """
         handed: dict[int, dict[str, int]] = {}
         for out in self.outputs.values():
-            for reader in list(out.readers):
+            for reader in out.readers:
                 if reader.fd is None or reader.exited:
                     continue
                 reader.pause()
@@ -449,7 +451,7 @@ class StreamHub:
         out = self.outputs.pop(name, None)
         if out is None:
             return
-        for reader in list(out.readers):
+        for reader in out.readers:
             reader.finish()
         sinks = {id(c.sink): c.sink for c in out.channels.values() if c.sink is not None}
         for sink in sinks.values():

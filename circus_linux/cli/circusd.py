@@ -7,12 +7,15 @@ import contextlib
 import logging
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from circus_linux import __version__
 from circus_linux import config as configmod
 from circus_linux.cli.helpformat import HelpFormatter
 from circus_linux.errors import CircusError, ConfigError, ExitCode
+
+if TYPE_CHECKING:
+    import asyncio
 
 log = logging.getLogger("circus_linux.circusd")
 
@@ -146,27 +149,72 @@ def _notify_errno(exc: BaseException) -> None:
 
 
 async def serve(cfg: Any) -> int:
+    import asyncio  # already imported by main(), without its TLS half
+
     from circus_linux.runtime.arbiter import Arbiter
     from circus_linux.runtime.cgroups import CgroupManager
 
     arbiter = Arbiter(cfg, cgroups=CgroupManager.from_config(cfg))
-    control = _make_control(arbiter, cfg)
+    control: Any = None
+    starting: asyncio.Future[None] | None = None
     try:
         await arbiter.setup()
-        if control is not None:
+        if _control_first(cfg, arbiter):
+            control = _make_control(arbiter, cfg)
             await control.start()
-        await arbiter.start()
+            await arbiter.start()
+        else:
+            # Workers first: the control channel (pyzmq and the command layer, ~20 ms of imports here) is
+            # built once the first watcher has issued its first spawns, or after CONTROL_WAIT at the latest.
+            # A client that connects before that waits in ZeroMQ's reconnect and is answered then.
+            starting = asyncio.ensure_future(arbiter.start())
+            await _first_spawns(arbiter, starting, CONTROL_WAIT)
+            control = _make_control(arbiter, cfg)
+            await control.start()
+            await starting
         while True:
             code = await arbiter.run_until_stopped()
             if not arbiter.upgrade_requested:
                 return code
             await _upgrade_in_place(arbiter, control)
-            if control is not None:
-                await control.start()
+            await control.start()
     finally:
+        if starting is not None and not starting.done():
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await starting
         if control is not None:
             await control.close()
         await arbiter.shutdown()
+
+
+# The longest the first spawns may keep the control channel unbuilt (a slow before_start hook, say).
+CONTROL_WAIT = 1.0
+
+
+def _control_first(cfg: Any, arbiter: Any) -> bool:
+    """Whether the control channel must be up before any watcher starts: plugins subscribe to it before
+    the other watchers start, the dashboard's metrics count every spawn from the first one, and a CURVE
+    key or a disabled_commands list is checked (circusd exits 2 on a bad one) before anything is spawned."""
+    from circus_linux.runtime.plugins import is_plugin_watcher
+
+    circus = cfg.circus
+    if any(getattr(circus, key, None) for key in ("curve_secret_key", "disabled_commands", "httpd")):
+        return True
+    return any(is_plugin_watcher(name) for name in arbiter.watchers)
+
+
+async def _first_spawns(arbiter: Any, starting: asyncio.Future[None], timeout: float) -> None:
+    """Until a watcher has made its first reconcile pass (its first spawns are issued), the start ended,
+    or `timeout` passed."""
+    import asyncio
+
+    waits = [asyncio.ensure_future(w.passed.wait()) for w in arbiter.watchers.values()]
+    try:
+        await asyncio.wait([starting, *waits], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in waits:
+            task.cancel()
 
 
 async def _upgrade_in_place(arbiter: Any, control: Any) -> None:

@@ -76,6 +76,7 @@ class Watcher:
         self._passes = 0
         self._in_pass = False
         self._pass_done = asyncio.Condition()
+        self.passed = asyncio.Event()  # set by the first reconcile pass (the first spawns are issued)
         self._manager: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._explicit_spawn = False  # respawn=false still spawns on start/incr
@@ -492,6 +493,7 @@ class Watcher:
             async with self._pass_done:
                 self._passes += 1
                 self._pass_done.notify_all()
+            self.passed.set()
             if self._wake.is_set():
                 continue
             with contextlib.suppress(TimeoutError):

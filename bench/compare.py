@@ -186,6 +186,7 @@ def wait_exact(pool: scenarios.Pool, n: int, before: set[int] | None, timeout: f
 def idle(target: Any, window: float) -> tuple[float, float, float]:
     """(CPU % by schedstat, CPU % by ticks, RSS MiB) of the supervisor and its helper processes."""
     pids = [target.pid, *target.extra_pids()]
+    time.sleep(scenarios.SETTLE)  # not measured: the tail of the start (scenarios.SETTLE)
     t0 = time.monotonic()
     ticks0 = [procfs.cpu_ticks(p) for p in pids]
     ns0 = [procfs.cpu_ns(p) for p in pids]

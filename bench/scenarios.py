@@ -190,10 +190,17 @@ class Idle:
     rss_mib: float
 
 
+# The idle window opens this long after the last worker was seen running, for every column alike: what a
+# supervisor still does to finish its start (circusd builds its control channel after its first spawns)
+# is start-up, not idle.
+SETTLE = 1.0
+
+
 def idle(target: Target, window: float) -> Idle:
     """The supervisor's own CPU over `window` seconds with its workers up and nothing happening."""
     assert target.pid is not None
     pid = target.pid
+    time.sleep(SETTLE)  # not measured: see SETTLE
     t0 = time.monotonic()
     ticks0, ns0 = procfs.cpu_ticks(pid), procfs.cpu_ns(pid)
     time.sleep(window)  # the measurement window itself: nothing is awaited here

@@ -167,11 +167,12 @@ async def serve(cfg: Any) -> int:
             # Workers first: the control channel (pyzmq and the command layer, ~20 ms of imports here) is
             # built once the first watcher has issued its first spawns, or after CONTROL_WAIT at the latest.
             # A client that connects before that waits in ZeroMQ's reconnect and is answered then.
-            starting = asyncio.ensure_future(arbiter.start())
+            starting = asyncio.ensure_future(arbiter.start(announce=False))
             await _first_spawns(arbiter, starting, CONTROL_WAIT)
             control = _make_control(arbiter, cfg)
             await control.start()
             await starting
+            arbiter.announce()  # READY=1 once circusctl can reach us
         while True:
             code = await arbiter.run_until_stopped()
             if not arbiter.upgrade_requested:

@@ -160,12 +160,20 @@ class Arbiter:
         self.watchers[cfg.name] = watcher
         return watcher
 
-    async def start(self) -> None:
-        """Start every autostart watcher in priority order, then tell systemd we are ready."""
+    async def start(self, announce: bool = True) -> None:
+        """Start every autostart watcher in priority order, then (announce) tell systemd we are ready.
+
+        With announce=False the caller calls announce() itself, once what else it serves is up too (circusd
+        binds its control channel meanwhile: READY=1 means circusctl works)."""
         plugins = await start_plugin_watchers(self.watchers.values())
         for watcher in _ordered(list(self.watchers.values())):
             if watcher.config.autostart and watcher not in plugins:
                 await watcher.start(wait=True)
+        if announce:
+            self.announce()
+
+    def announce(self) -> None:
+        """The start is complete: `arbiter.ready`, READY=1 to systemd, the status and watchdog loops."""
         self.ready = True
         self.emit("arbiter.ready", {"watchers": list(self.watchers)})
         self.notifier.notify("READY=1", STATUS=self.status_line(), MAINPID=os.getpid())

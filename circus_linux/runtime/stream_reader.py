@@ -30,12 +30,13 @@ READS_PER_WAKE = 4
 # F_SETPIPE_SZ (fcntl(2)); a bigger pipe means fewer wake-ups per MB. Python 3.11 has no constant for it.
 F_SETPIPE_SZ = 1031
 PIPE_SIZE = 256 * 1024
-# A read takes what the pipe holds (PIPE_SIZE), so it ends where the worker's own write() ended: a worker
-# that writes whole lines per write() (a logging library, a buffered stdout) never has a line cut between
-# two reads, and its block needs no copy (no slice, no join with a partial line). 64 KiB reads of the
-# 256 KiB pipe cut 50 Python flooders' 65,500-byte writes mid-line and copied every byte once more: 1.19 ->
-# 0.86 ms/MB of circusd CPU, 968 -> 1363 MB/s (medians of 5, 512 MB each; coreutils flooders unchanged).
-READ_SIZE = PIPE_SIZE
+# The first read of a wake-up takes READ_SIZE: enough for what most wake-ups find, and an allocation glibc
+# serves from its heap (reads of the whole 256 KiB pipe each cost an mmap, page faults and an munmap: 1.6
+# -> 2.8 ms/MB with 175 Python flooders). A read that came back full means the pipe holds more: the next
+# reads of that wake-up take all it can hold (MORE_SIZE), so they end where the worker's write() ended and
+# a worker writing whole lines per write() gets blocks that need no slice and no join with a partial line.
+READ_SIZE = 64 * 1024
+MORE_SIZE = PIPE_SIZE
 # After a round that read anything, the pool rests REST seconds before the next one: a worker writing small
 # pieces (coreutils write 8 KiB at a time) then costs one read per REST instead of one per write, and
 # hundreds of them one round. A pipe that gave REST_BELOW bytes or more (its writer is fast and may fill
@@ -225,19 +226,21 @@ class PipeReader:
     def read_some(self) -> int:
         """Up to READS_PER_WAKE reads; how many bytes they got (0: nothing now or the pipe ended)."""
         got = 0
+        size = READ_SIZE
         for _ in range(READS_PER_WAKE):
-            n = self._read_once()
+            n = self._read_once(size)
             got += n
-            if n < READ_SIZE or self.paused:
+            if n < size or self.paused:
                 break
+            size = MORE_SIZE
         return got
 
-    def _read_once(self) -> int:
-        """One read; how many bytes it got (0: nothing for now, EAGAIN, or the pipe ended)."""
+    def _read_once(self, size: int = READ_SIZE) -> int:
+        """One read of up to `size` bytes; how many it got (0: nothing for now, EAGAIN, or the pipe ended)."""
         if self.fd is None:
             return 0
         try:
-            data = os.read(self.fd, READ_SIZE)
+            data = os.read(self.fd, size)
         except BlockingIOError:
             return 0
         except OSError as exc:

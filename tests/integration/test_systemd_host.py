@@ -202,6 +202,20 @@ graceful_timeout = 2
     assert stopping[0].at > again.at
 
 
+def test_ready_comes_after_the_control_channel_is_bound(
+    recorder: NotifyRecorder, circusd: Callable[..., Circusd]
+) -> None:
+    """The workers start before the control channel is built (cold start), but READY=1 still means
+    circusctl can reach circusd: the endpoints are bound when systemd hears it."""
+    daemon = circusd("[watcher:quick]\ncmd = /bin/sleep 600\nnumprocesses = 3\n", wait=False,
+                     env={"NOTIFY_SOCKET": recorder.path})
+    recorder.wait("READY", "1")
+    for endpoint in (daemon.endpoint, daemon.pubsub_endpoint):
+        path = Path(endpoint.removeprefix("ipc://"))
+        assert path.is_socket(), f"READY=1 before {endpoint} was bound"
+    assert len(daemon.pids("quick")) == 3
+
+
 def test_fd_store_push_is_the_bound_socket_and_survives_a_crash(
     recorder: NotifyRecorder, circusd: Callable[..., Circusd], tmp_path: Path, cgroup_root: str
 ) -> None:

@@ -318,6 +318,9 @@ def run_flood(
             if time.monotonic() > deadline or not target.alive():
                 raise scenarios.Timeout(f"{target.label}: {n} flooders not waiting on the gate")
             time.sleep(0.01)
+        # Every flooder waits on the gate; the supervisor may still be finishing its start (circusd builds
+        # its control channel after its first spawns): that is start-up, not logging (scenarios.SETTLE).
+        time.sleep(scenarios.SETTLE)
         pids = [target.pid, *target.extra_pids()]
         cpu0 = sum(procfs.cpu_ticks(p) or 0 for p in pids)
         t0 = time.monotonic()

@@ -30,13 +30,12 @@ READS_PER_WAKE = 4
 # F_SETPIPE_SZ (fcntl(2)); a bigger pipe means fewer wake-ups per MB. Python 3.11 has no constant for it.
 F_SETPIPE_SZ = 1031
 PIPE_SIZE = 256 * 1024
-# The first read of a wake-up takes READ_SIZE: enough for what most wake-ups find, and an allocation glibc
-# serves from its heap (reads of the whole 256 KiB pipe each cost an mmap, page faults and an munmap: 1.6
-# -> 2.8 ms/MB with 175 Python flooders). A read that came back full means the pipe holds more: the next
-# reads of that wake-up take all it can hold (MORE_SIZE), so they end where the worker's write() ended and
-# a worker writing whole lines per write() gets blocks that need no slice and no join with a partial line.
+# 64 KiB a read: an allocation glibc serves from its heap. Reads of the whole 256 KiB pipe were tried
+# (2026-11-27; they end where a worker's write() ended, so big writes of whole lines need no slice or
+# join): 968 -> 1363 MB/s for 50 Python flooders writing 512 MB, but in the comparison's 32 MB floods every
+# such read costs an mmap, page faults and an munmap (python N=175: 525 -> 355 MB/s, 1.6 -> 2.8 ms/MB);
+# 64 KiB first and the whole pipe after a full read did not beat this either (bench/README.md, 22:51 run).
 READ_SIZE = 64 * 1024
-MORE_SIZE = PIPE_SIZE
 # After a round that read anything, the pool rests REST seconds before the next one: a worker writing small
 # pieces (coreutils write 8 KiB at a time) then costs one read per REST instead of one per write, and
 # hundreds of them one round. A pipe that gave REST_BELOW bytes or more (its writer is fast and may fill
@@ -226,21 +225,19 @@ class PipeReader:
     def read_some(self) -> int:
         """Up to READS_PER_WAKE reads; how many bytes they got (0: nothing now or the pipe ended)."""
         got = 0
-        size = READ_SIZE
         for _ in range(READS_PER_WAKE):
-            n = self._read_once(size)
+            n = self._read_once()
             got += n
-            if n < size or self.paused:
+            if n < READ_SIZE or self.paused:
                 break
-            size = MORE_SIZE
         return got
 
-    def _read_once(self, size: int = READ_SIZE) -> int:
-        """One read of up to `size` bytes; how many it got (0: nothing for now, EAGAIN, or the pipe ended)."""
+    def _read_once(self) -> int:
+        """One read; how many bytes it got (0: nothing for now, EAGAIN, or the pipe ended)."""
         if self.fd is None:
             return 0
         try:
-            data = os.read(self.fd, size)
+            data = os.read(self.fd, READ_SIZE)
         except BlockingIOError:
             return 0
         except OSError as exc:

@@ -216,6 +216,30 @@ def test_ready_comes_after_the_control_channel_is_bound(
     assert len(daemon.pids("quick")) == 3
 
 
+def test_control_answers_while_the_start_waits_for_readiness(
+    recorder: NotifyRecorder, circusd: Callable[..., Circusd], tmp_path: Path
+) -> None:
+    """The control channel is built after the first spawns, not after the whole start: while circusd still
+    waits for its notify workers' READY=1 (8 s away), circusctl gets answers; READY=1 comes after."""
+    worker = _write(tmp_path, "notify_worker.py", NOTIFY_WORKER)
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    sections = f"""
+[watcher:slow]
+cmd = {_python()} {worker} 8 {markers}
+numprocesses = 2
+notify = true
+ready_timeout = 30
+"""
+    daemon = circusd(sections, wait=False, env={"NOTIFY_SOCKET": recorder.path})
+    reply = daemon.call("status", timeout=6.0, name="slow")
+    assert reply["status"] == "starting", reply  # Circus: `status` answers with the state itself
+    assert not list(markers.iterdir()), "answered only after the workers were ready"
+    assert not recorder.with_key("READY", "1"), "READY=1 before the workers were ready"
+    recorder.wait("READY", "1", timeout=30.0)
+    assert len(list(markers.iterdir())) == 2
+
+
 def test_fd_store_push_is_the_bound_socket_and_survives_a_crash(
     recorder: NotifyRecorder, circusd: Callable[..., Circusd], tmp_path: Path, cgroup_root: str
 ) -> None:

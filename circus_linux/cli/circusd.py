@@ -162,17 +162,16 @@ async def serve(cfg: Any) -> int:
         if _control_first(cfg, arbiter):
             control = _make_control(arbiter, cfg)
             await control.start()
-            await arbiter.start()
-        else:
+        starting = asyncio.ensure_future(arbiter.start(announce=False))
+        if control is None:
             # Workers first: the control channel (pyzmq and the command layer, ~20 ms of imports here) is
             # built once the first watcher has issued its first spawns, or after CONTROL_WAIT at the latest.
             # A client that connects before that waits in ZeroMQ's reconnect and is answered then.
-            starting = asyncio.ensure_future(arbiter.start(announce=False))
             await _first_spawns(arbiter, starting, CONTROL_WAIT)
             control = _make_control(arbiter, cfg)
             await control.start()
-            await starting
-            arbiter.announce()  # READY=1 once circusctl can reach us
+        await starting
+        arbiter.announce()  # READY=1 once circusctl can reach us
         while True:
             code = await arbiter.run_until_stopped()
             if not arbiter.upgrade_requested:
@@ -210,7 +209,7 @@ async def _first_spawns(arbiter: Any, starting: asyncio.Future[None], timeout: f
     or `timeout` passed."""
     import asyncio
 
-    waits = [asyncio.ensure_future(w.passed.wait()) for w in arbiter.watchers.values()]
+    waits = [asyncio.ensure_future(w.passed()) for w in arbiter.watchers.values()]
     try:
         await asyncio.wait([starting, *waits], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     finally:

@@ -76,7 +76,6 @@ class Watcher:
         self._passes = 0
         self._in_pass = False
         self._pass_done = asyncio.Condition()
-        self.passed = asyncio.Event()  # set by the first reconcile pass (the first spawns are issued)
         self._manager: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._explicit_spawn = False  # respawn=false still spawns on start/incr
@@ -163,6 +162,11 @@ class Watcher:
                     self._pass_done.wait_for(lambda: self._passes >= target or self._manager is None),
                     timeout,
                 )
+
+    async def passed(self) -> None:
+        """Until the manager's first reconcile pass is done (the first spawns are issued)."""
+        async with self._pass_done:
+            await self._pass_done.wait_for(lambda: self._passes > 0)
 
     async def start(self, wait: bool = True) -> None:
         async with self.lock:
@@ -493,7 +497,6 @@ class Watcher:
             async with self._pass_done:
                 self._passes += 1
                 self._pass_done.notify_all()
-            self.passed.set()
             if self._wake.is_set():
                 continue
             with contextlib.suppress(TimeoutError):

@@ -131,6 +131,21 @@ def _python() -> str:
     return sys.executable
 
 
+def _notify_pool(tmp_path: Path, delay: float, options: str) -> tuple[str, Path]:
+    """[watcher:slow]: 2 NOTIFY_WORKERs that say READY=1 after `delay` s, each leaving a file in the
+    returned markers dir first; `options` are more lines of the section."""
+    worker = _write(tmp_path, "notify_worker.py", NOTIFY_WORKER)
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    sections = f"""
+[watcher:slow]
+cmd = {_python()} {worker} {delay} {markers}
+numprocesses = 2
+notify = true
+{options}"""
+    return sections, markers
+
+
 def _hello(address: Any, family: int = socket.AF_INET, timeout: float = 10.0) -> str:
     with socket.socket(family, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
@@ -151,17 +166,7 @@ def _socket_entry(daemon: Circusd, name: str) -> dict[str, Any]:
 def test_notify_sequence_ready_after_workers_status_watchdog_reload_stop(
     recorder: NotifyRecorder, circusd: Callable[..., Circusd], tmp_path: Path
 ) -> None:
-    worker = _write(tmp_path, "notify_worker.py", NOTIFY_WORKER)
-    markers = tmp_path / "markers"
-    markers.mkdir()
-    sections = f"""
-[watcher:slow]
-cmd = {_python()} {worker} 0.6 {markers}
-numprocesses = 2
-notify = true
-ready_timeout = 20
-graceful_timeout = 2
-"""
+    sections, markers = _notify_pool(tmp_path, 0.6, "ready_timeout = 20\ngraceful_timeout = 2\n")
     t0 = time.monotonic()
     daemon = circusd(
         sections, wait=False, env={"NOTIFY_SOCKET": recorder.path, "WATCHDOG_USEC": "400000"}
@@ -221,16 +226,7 @@ def test_control_answers_while_the_start_waits_for_readiness(
 ) -> None:
     """The control channel is built after the first spawns, not after the whole start: while circusd still
     waits for its notify workers' READY=1 (8 s away), circusctl gets answers; READY=1 comes after."""
-    worker = _write(tmp_path, "notify_worker.py", NOTIFY_WORKER)
-    markers = tmp_path / "markers"
-    markers.mkdir()
-    sections = f"""
-[watcher:slow]
-cmd = {_python()} {worker} 8 {markers}
-numprocesses = 2
-notify = true
-ready_timeout = 30
-"""
+    sections, markers = _notify_pool(tmp_path, 8, "ready_timeout = 30\n")
     daemon = circusd(sections, wait=False, env={"NOTIFY_SOCKET": recorder.path})
     reply = daemon.call("status", timeout=6.0, name="slow")
     assert reply["status"] == "starting", reply  # Circus: `status` answers with the state itself

@@ -72,6 +72,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/sched.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -737,3 +740,17 @@ int cl_get_child_subreaper(void)
 
 int cl_sfd_nonblock(void) { return SFD_NONBLOCK; }
 int cl_sfd_cloexec(void) { return SFD_CLOEXEC; }
+
+int cl_tune_malloc(int mmap_threshold, int trim_threshold)
+{
+#ifdef __GLIBC__
+    /* mallopt() returns 1 on success, 0 on error (mallopt(3)). */
+    if (mallopt(M_MMAP_THRESHOLD, mmap_threshold) != 1 || mallopt(M_TRIM_THRESHOLD, trim_threshold) != 1)
+        return -1;
+    return 0;
+#else
+    (void)mmap_threshold;
+    (void)trim_threshold;
+    return -ENOSYS;
+#endif
+}

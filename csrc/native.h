@@ -52,6 +52,9 @@ int cl_set_child_subreaper(int on);
 int cl_get_child_subreaper(void);
 int cl_sfd_nonblock(void);
 int cl_sfd_cloexec(void);
+/* glibc's mallopt(M_MMAP_THRESHOLD) then mallopt(M_TRIM_THRESHOLD): 0, -1 if glibc refused, -ENOSYS without
+ * glibc. */
+int cl_tune_malloc(int mmap_threshold, int trim_threshold);
 /* CDEF-END */
 
 #endif

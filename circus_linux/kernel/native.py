@@ -22,6 +22,7 @@ that does not block it, and then the signalfd of the blocking thread never sees 
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import struct
@@ -51,6 +52,7 @@ __all__ = [
     "signalfd_read",
     "spawn",
     "spawn_with_mode",
+    "tune_malloc",
     "unblock_signals",
     "waitid_pidfd",
 ]
@@ -315,6 +317,17 @@ def set_child_subreaper(on: bool = True) -> None:
     r = lib.cl_set_child_subreaper(int(on))
     if r < 0:
         raise OSError(-r, f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(-r)}")
+
+
+def tune_malloc(mmap_threshold: int, trim_threshold: int) -> bool:
+    """glibc mallopt(): allocations under `mmap_threshold` come from the heap, whose free top is given back
+    to the kernel only past `trim_threshold`. Both fixed (glibc's own are dynamic). False without glibc."""
+    r = lib.cl_tune_malloc(mmap_threshold, trim_threshold)
+    if r == -errno.ENOSYS:
+        return False
+    if r < 0:
+        raise ValueError(f"mallopt refused mmap_threshold={mmap_threshold}, trim_threshold={trim_threshold}")
+    return True
 
 
 def get_child_subreaper() -> bool:

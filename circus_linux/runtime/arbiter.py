@@ -16,6 +16,7 @@ from circus_linux.errors import CommandError, ConfigError, UnknownWatcher
 from circus_linux.kernel import native
 from circus_linux.kernel.notify import Notifier, NotifyServer, watchdog_usec
 from circus_linux.kernel.sockets import listen_fds
+from circus_linux.runtime import stream_reader
 from circus_linux.runtime.plugins import apply_plugin_changes, plugin_watchers, start_plugin_watchers
 from circus_linux.runtime.process import Process
 from circus_linux.runtime.sdnotify import SafeNotifier
@@ -91,6 +92,7 @@ class Arbiter:
         """Everything that must exist before the first watcher starts."""
         loop = asyncio.get_running_loop()
         native.set_child_subreaper()
+        native.tune_malloc(stream_reader.MALLOC_MMAP_THRESHOLD, stream_reader.MALLOC_TRIM_THRESHOLD)
         self._signals = SignalReader(self)
         inherited = listen_fds(unset=True)
         handed = _take_upgrade_state()

@@ -30,18 +30,26 @@ READS_PER_WAKE = 4
 # F_SETPIPE_SZ (fcntl(2)); a bigger pipe means fewer wake-ups per MB. Python 3.11 has no constant for it.
 F_SETPIPE_SZ = 1031
 PIPE_SIZE = 256 * 1024
-# 64 KiB a read: an allocation glibc serves from its heap. Reads of the whole 256 KiB pipe were tried
-# (2026-11-27; they end where a worker's write() ended, so big writes of whole lines need no slice or
-# join): 968 -> 1363 MB/s for 50 Python flooders writing 512 MB, but in the comparison's 32 MB floods every
-# such read costs an mmap, page faults and an munmap (python N=175: 525 -> 355 MB/s, 1.6 -> 2.8 ms/MB);
-# 64 KiB first and the whole pipe after a full read did not beat this either (bench/README.md, 22:51 run).
-READ_SIZE = 64 * 1024
+# A read takes the whole pipe: it then ends where the worker's write() ended, so a block of whole lines
+# needs no slice and no join. os.read() allocates READ_SIZE and shrinks the bytes to what came; above glibc's
+# mmap threshold (128 KiB, then moving with what was freed) that is an mmap, page faults, an mremap and an
+# munmap per read, and whether a run paid them depended on the sizes of its first reads (2026-11-27: the
+# same code at 355 or 700 MB/s). So circusd fixes the threshold above READ_SIZE (Arbiter.setup, through
+# native.tune_malloc), and the trim threshold above what SINK_BOUND keeps queued, so the heap is not given
+# back and faulted in again at every bound crossed. 2026-11-28, bench/compare.py python flooders, 128 MB:
+# see bench/README.md.
+READ_SIZE = PIPE_SIZE
+MALLOC_MMAP_THRESHOLD = 1024 * 1024
+MALLOC_TRIM_THRESHOLD = 4 * 1024 * 1024
 # After a round that read anything, the pool rests REST seconds before the next one: a worker writing small
 # pieces (coreutils write 8 KiB at a time) then costs one read per REST instead of one per write, and
 # hundreds of them one round. A pipe that gave REST_BELOW bytes or more (its writer is fast and may fill
 # it) is read again in the next loop iteration (hot).
 REST_BELOW = 64 * 1024
 REST = 0.005
+# Only pipes behind a shut valve were ready: their release() wakes the pool; until then it looks at the
+# other pipes this often (a sink stuck on a hung disk must not hold up another watcher's output).
+HELD_REST = 0.05
 # At the drain deadline, how many reads we still do before closing (a writer may never stop).
 FINAL_READS = 64
 
@@ -53,6 +61,20 @@ def make_pipe() -> tuple[int, int]:
         fcntl.fcntl(r, F_SETPIPE_SZ, PIPE_SIZE)
     os.set_blocking(r, False)
     return r, w
+
+
+class Valve:
+    """Shared by the pipes feeding one output: while `shut`, the pool leaves them unread (in its epoll, full).
+
+    One flag for every pipe of a sink over its bound: shutting and opening it costs O(1), where pausing each
+    pipe (an epoll_ctl each way) cost O(N) per bound crossed, and reading one more block from each of N
+    ready pipes before pausing it queued N blocks past the bound (500 flooders: 128 MB, out of every cache).
+    """
+
+    __slots__ = ("shut",)
+
+    def __init__(self) -> None:
+        self.shut = False
 
 
 class ReadPool:
@@ -67,6 +89,7 @@ class ReadPool:
         self._watching = False  # the loop watches our epoll fd
         self._timer: asyncio.TimerHandle | None = None  # resting: the next round
         self._soon: asyncio.Handle | None = None
+        self._held = False  # only pipes behind a shut valve were ready: wait for release(), do not spin
 
     def __contains__(self, reader: object) -> bool:
         fd = getattr(reader, "fd", None)
@@ -110,13 +133,17 @@ class ReadPool:
         self._round()
 
     def _round(self) -> None:
-        """Read every ready pipe once; rest if any had data, else let the loop watch for the next data."""
+        """Read every ready pipe once (none behind a shut valve); rest if any had data or was held, else
+        let the loop watch for the next data."""
         if self._ep is None:
             return
-        got_any = False
+        got_any = held = False
         for fd, _events in self._ep.poll(0):
             reader = self._by_fd.get(fd)
             if reader is None:  # paused or finished by an earlier pipe's delivery
+                continue
+            if reader.valve.shut:
+                held = True
                 continue
             got = reader.read_some()
             got_any = got_any or got > 0
@@ -124,11 +151,23 @@ class ReadPool:
                 self._heat(reader)
         if self._ep is None:
             return  # the last pipe ended
-        if got_any:
+        self._held = held
+        if got_any or held:
+            # Held pipes keep the epoll readable: watching it would spin. release() ends the rest early;
+            # the timer is for the pipes of other sinks meanwhile.
             self._unwatch()
             if self._timer is None:
-                self._timer = self._loop.call_later(self.rest, self._tick)
+                self._timer = self._loop.call_later(self.rest if got_any else HELD_REST, self._tick)
         else:
+            self._watch()
+
+    def release(self) -> None:
+        """A valve opened: read its pipes in the next loop iteration, not at the end of a rest."""
+        if self._held:
+            self._held = False
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
             self._watch()
 
     def _heat(self, reader: PipeReader) -> None:
@@ -141,7 +180,7 @@ class ReadPool:
         batch, self.hot = self.hot, {}
         for reader in batch:
             fd = reader.fd
-            if fd is None or self._by_fd.get(fd) is not reader:
+            if fd is None or self._by_fd.get(fd) is not reader or reader.valve.shut:
                 continue
             if reader.read_some() >= REST_BELOW and self._by_fd.get(fd) is reader:
                 self._heat(reader)
@@ -154,7 +193,7 @@ class ReadPool:
             if handle is not None:
                 handle.cancel()
         self._timer = self._soon = None
-        self._watching = False
+        self._watching = self._held = False
         if self._ep is not None:
             self._ep.close()
             self._ep = None
@@ -190,6 +229,7 @@ class PipeReader:
         deliver: Callable[[PipeReader, bytes], None],
         done: Callable[[PipeReader], None],
         pool: ReadPool | None = None,
+        valve: Valve | None = None,
     ) -> None:
         self.fd: int | None = fd
         self.watcher = watcher
@@ -206,6 +246,7 @@ class PipeReader:
         self.finished = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         self._pool = pool if pool is not None else loop_pool(self._loop)
+        self.valve = valve if valve is not None else Valve()
         self._deadline: asyncio.TimerHandle | None = None
 
     def start(self) -> None:

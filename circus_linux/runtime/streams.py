@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from circus_linux.runtime.stream_lines import MAX_LINE, split_block
-from circus_linux.runtime.stream_reader import PipeReader, make_pipe
+from circus_linux.runtime.stream_reader import PipeReader, Valve, loop_pool, make_pipe
 from circus_linux.runtime.stream_ring import RING_SIZE, LineRing
 from circus_linux.runtime.stream_sink import Sink
 from circus_linux.streams import STDERR, STDOUT, Chunk, canonical, is_direct, make_stream
@@ -36,7 +36,8 @@ FD_OF = {STDOUT: 1, STDERR: 2}
 BUFFER_SIZE = 1024 * 1024  # per worker pipe: bytes queued for the sink before backpressure or drops
 # Per sink (overflow = block): bytes queued over all its pipes before they wait for the writer. Without it,
 # 50 flooding workers queue 50 MiB: blocks are written long after they were read, out of every CPU cache,
-# and the copy into the page cache costs several times more. A worker paused by it waits as with its own.
+# and the copy into the page cache costs several times more. Past it, the valve of the output that crossed
+# it shuts (stream_reader.Valve): none of its pipes is read until the sink is back under half of it.
 SINK_BOUND = 2 * 1024 * 1024
 DRAIN_TIMEOUT = 2.0  # after a worker exits, how long its pipe may stay open (held by a grandchild)
 FLUSH_TIMEOUT = 30.0  # how long stop/shutdown waits for a sink to write what it has queued
@@ -63,6 +64,7 @@ class WatcherOutput:
     channels: dict[str, Channel] = field(default_factory=dict)
     ring: LineRing = field(default_factory=lambda: LineRing(RING_SIZE))
     by_pid: dict[int, list[PipeReader]] = field(default_factory=dict)  # live readers, by worker pid
+    valves: dict[str, Valve] = field(default_factory=dict)  # by kind: shut while that sink is over its bound
     nbytes: int = 0  # read from the pipes (bytes, not lines: counting lines costs more than writing them)
     dropped: int = 0
     split_done: int = 0  # long lines cut, from readers already finished
@@ -158,7 +160,7 @@ class StreamHub:
         self.outputs: dict[str, WatcherOutput] = {}
         self._retired: list[Sink] = []
         self._followed: dict[str, float] = {}  # watcher -> monotonic end of the follow lease
-        self._waiting: dict[Sink, set[PipeReader]] = {}  # readers paused until their sink drains
+        self._held: dict[Sink, set[Valve]] = {}  # valves shut until their sink drains (overflow = block)
 
     # ------------------------------------------------------------------ configuration
     def _output(self, name: str) -> WatcherOutput:
@@ -268,8 +270,12 @@ class StreamHub:
     def _start_reader(self, name: str, kind: str, fd: int, pid: int, wid: int) -> None:
         out = self._output(name)
         ch = out.channels.get(kind)
+        valve = out.valves.get(kind)
+        if valve is None:
+            valve = out.valves[kind] = Valve()
         reader = PipeReader(
-            fd, name, kind, pid, wid, ch.max_line if ch else MAX_LINE, self._deliver, self._reader_done
+            fd, name, kind, pid, wid, ch.max_line if ch else MAX_LINE, self._deliver, self._reader_done,
+            valve=valve,
         )
         out.by_pid.setdefault(pid, []).append(reader)
         reader.start()
@@ -318,8 +324,9 @@ class StreamHub:
         if reader.queued >= ch.buffer_size:
             reader.pause()
         elif ch.overflow == "block" and sink.queued >= SINK_BOUND:
-            reader.pause()
-            self._waiting.setdefault(sink, set()).add(reader)
+            # Every pipe of this output waits, not only this one: see Valve.
+            reader.valve.shut = True
+            self._held.setdefault(sink, set()).add(reader.valve)
         else:
             return
         self._await_credit(sink)
@@ -343,32 +350,27 @@ class StreamHub:
             )
 
     def _written(self, sink: Sink, charged: dict[Any, int]) -> None:
-        """Credit from a writer thread (via Sink.settle, in the loop): resume readers under half their bounds.
+        """Credit from a writer thread (via Sink.settle, in the loop): resume readers under half their bounds,
+        open the valves held on this sink once it is under half of SINK_BOUND.
 
-        Whoever is still paused on this sink's bytes keeps `sink.wanted` set, so the next credit wakes us.
+        Whoever still waits on this sink's bytes keeps `sink.wanted` set, so the next credit wakes us.
         """
-        drained = sink.queued <= SINK_BOUND // 2
         waiting = False
         for reader, n in charged.items():
             reader.queued -= n
             if reader.paused:
                 ch = self.outputs.get(reader.watcher, WatcherOutput("")).channels.get(reader.kind)
                 if ch is None or reader.queued <= ch.buffer_size // 2:
-                    if drained or ch is None or ch.overflow != "block":
-                        reader.resume()
-                    else:
-                        self._waiting.setdefault(sink, set()).add(reader)
-                        waiting = True
+                    reader.resume()
                 else:
                     waiting = True
-        if sink in self._waiting:
-            if drained:
-                for reader in self._waiting.pop(sink):
-                    ch = self.outputs.get(reader.watcher, WatcherOutput("")).channels.get(reader.kind)
-                    if ch is None or reader.queued <= ch.buffer_size // 2:
-                        reader.resume()
-                    else:
-                        waiting = True  # its own bound: its own bytes' credit resumes it
+        valves = self._held.get(sink)
+        if valves:
+            if sink.queued <= SINK_BOUND // 2:
+                del self._held[sink]
+                for valve in valves:
+                    valve.shut = False
+                loop_pool(asyncio.get_running_loop()).release()
             else:
                 waiting = True
         if waiting:
@@ -504,4 +506,5 @@ class StreamHub:
             "write_errors": sum(s.lost_lines for s in sinks.values()),
             "queued_bytes": sum(r.queued for r in out.readers),
             "paused": sum(1 for r in out.readers if r.paused),
+            "held": sorted(kind for kind, valve in out.valves.items() if valve.shut),
         }

@@ -158,3 +158,79 @@ def test_a_slow_sink_pauses_the_pipe_at_its_bound_and_its_credit_resumes_it(tmp_
         await hub.close()
 
     asyncio.run(main())
+
+
+async def _feed(w: int, data: bytes) -> None:
+    """Write all of `data` to the non-blocking pipe `w`, yielding while it is full."""
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(w, view[:4000]) :]  # under PIPE_BUF: whole lines or nothing
+        except BlockingIOError:
+            await asyncio.sleep(0.002)
+
+
+def test_a_sink_over_its_bound_holds_every_pipe_of_its_output_and_no_other(tmp_path: Any) -> None:
+    from types import SimpleNamespace
+
+    from circus_linux.config import StreamConfig
+    from circus_linux.runtime.streams import SINK_BOUND, StreamHub
+
+    def watcher(name: str) -> Any:
+        return SimpleNamespace(
+            name=name, stdout_stream=StreamConfig("FileStream", {"filename": str(tmp_path / name)}),
+            stderr_stream=None, close_child_stdout=False, close_child_stderr=False,
+        )  # fmt: skip
+
+    async def main() -> None:
+        hub = StreamHub(lambda _topic, _payload: None)
+        writers: dict[str, list[int]] = {"a": [], "b": []}
+        for name, count in (("a", 3), ("b", 1)):
+            for wid in range(1, count + 1):
+                cap = hub.prepare(watcher(name), wid)
+                assert cap is not None
+                w = os.dup(cap.stdio[1])
+                os.set_blocking(w, False)
+                writers[name].append(w)
+                cap.attach(1000 * len(name) + wid, wid)
+        sink_a = hub.outputs["a"].channels["stdout"].sink
+        sink_b = hub.outputs["b"].channels["stdout"].sink
+        assert sink_a is not None and sink_b is not None
+        gated = sink_a.stream = _Gated()
+        recorder = sink_b.stream = _Recorder()
+        # Three workers of `a`, each under its own 1 MiB bound, together well past the sink's 2 MiB.
+        # 3 x 1.2 MB: more than the sink's bound and the three pipes hold, so the writers block.
+        sent = {w: b"".join(b"a%d %06d %s\n" % (w, n, b"x" * 84) for n in range(12000)) for w in writers["a"]}
+        feeds = [asyncio.ensure_future(_feed(w, data)) for w, data in sent.items()]
+        await _until(lambda: hub.stats("a")["held"] == ["stdout"], "the valve of a's stdout shut", 10)
+        assert hub.stats("a")["queued_bytes"] >= SINK_BOUND
+        # While a's sink is stuck, b's pipe is still read and written.
+        await _feed(writers["b"][0], b"b line\n" * 100)
+        await _until(lambda: b"".join(recorder.data) == b"b line\n" * 100, "b's lines while a is held")
+        # Held means unread: a's pipes stay full and their writers blocked.
+        assert hub.stats("a")["held"] == ["stdout"] and not all(f.done() for f in feeds)
+        gated.gate.set()  # the writer catches up: the valve opens and every line of `a` arrives, whole
+        await asyncio.wait_for(asyncio.gather(*feeds), 20)
+        for w in writers["a"] + writers["b"]:
+            os.close(w)
+        for name in ("a", "b"):
+            for pid in list(hub.outputs[name].by_pid):
+                hub.process_exited(name, pid)
+            assert await hub.drain(name, timeout=10)
+        assert hub.stats("a")["held"] == []
+        lines = b"".join(gated.data).splitlines(keepends=True)
+        for w, data in sent.items():
+            assert b"".join(x for x in lines if x.startswith(b"a%d " % w)) == data
+        await hub.close()
+
+    asyncio.run(main())
+
+
+def test_malloc_is_tuned_for_whole_pipe_reads() -> None:
+    from circus_linux.kernel import native
+    from circus_linux.runtime.stream_reader import MALLOC_MMAP_THRESHOLD, READ_SIZE
+
+    assert READ_SIZE < MALLOC_MMAP_THRESHOLD  # a whole-pipe read is served from the heap
+    # glibc (Debian's libc) takes the values; anything else says it did nothing.
+    glibc = os.confstr("CS_GNU_LIBC_VERSION") is not None
+    assert native.tune_malloc(MALLOC_MMAP_THRESHOLD, 4 * MALLOC_MMAP_THRESHOLD) is glibc

@@ -181,8 +181,10 @@ def _fuzz(circusd: Any, wire: Any, count: int, window: int = 256) -> None:
                         pending[ident] = frames[-1]
             if not sock.poll(20_000):
                 waiting = "\n".join(b[:300].decode(errors="replace") for b in pending.values())
+                # The bodies also come from os.urandom, so the seed does not replay a run: say all we know.
                 pytest.fail(f"circusd stopped answering: {received}/{expected} replies after {sent} sent "
-                            f"(seed {seed}); alive={d.proc.poll() is None}; unanswered:\n{waiting}")
+                            f"(seed {seed}); alive={d.proc.poll() is None}; unanswered:\n{waiting}\n"
+                            f"circusd's log, last 3000 characters:\n{d.log_text()[-3000:]}")
             while sock.poll(0):
                 pending.pop(_check_reply(sock.recv_multipart(), errnos), None)
                 received += 1

@@ -89,7 +89,7 @@ class ReadPool:
         self._watching = False  # the loop watches our epoll fd
         self._timer: asyncio.TimerHandle | None = None  # resting: the next round
         self._soon: asyncio.Handle | None = None
-        self._held = False  # only pipes behind a shut valve were ready: wait for release(), do not spin
+        self._held = False  # the last round skipped pipes behind a shut valve: release() reads them
 
     def __contains__(self, reader: object) -> bool:
         fd = getattr(reader, "fd", None)

@@ -198,8 +198,8 @@ def test_a_sink_over_its_bound_holds_every_pipe_of_its_output_and_no_other(tmp_p
         assert sink_a is not None and sink_b is not None
         gated = sink_a.stream = _Gated()
         recorder = sink_b.stream = _Recorder()
-        # Three workers of `a`, each under its own 1 MiB bound, together well past the sink's 2 MiB.
-        # 3 x 1.2 MB: more than the sink's bound and the three pipes hold, so the writers block.
+        # Three workers of `a`, 1.2 MB each: more than the sink's 2 MiB bound and the three pipes hold
+        # together, so the writers block.
         sent = {w: b"".join(b"a%d %06d %s\n" % (w, n, b"x" * 84) for n in range(12000)) for w in writers["a"]}
         feeds = [asyncio.ensure_future(_feed(w, data)) for w, data in sent.items()]
         await _until(lambda: hub.stats("a")["held"] == ["stdout"], "the valve of a's stdout shut", 10)

@@ -8,9 +8,10 @@ Request properties:
           pub/sub endpoint (with the default `publish = auto`); a follower renews it
 Reply: `{"name": NAME, "lines": [{"time", "pid", "wid", "stream", "data"}...], "stats": {...},
         "topics": ["watcher.NAME.stdout", "watcher.NAME.stderr"]}`; stats: `bytes` read, `written_bytes`,
-`dropped` lines (overflow = drop), long lines `split`, lines lost to `write_errors`, `queued_bytes`, `paused`
-pipes (each over its own buffer_size), `held` (the outputs, stdout/stderr, whose sink is over its 2 MiB bound:
-none of their pipes is read until it drains) (bytes, not lines: circusd does not count the lines it writes).
+`dropped` lines (overflow = drop), long lines `split`, lines lost to `write_errors`, `queued_bytes` (bytes,
+not lines: circusd does not count the lines it writes), `paused` pipes (each over its own buffer_size) and
+`held` outputs (stdout/stderr whose sink is over its 2 MiB bound: none of their pipes is read until it
+drains).
 Events (pub/sub): topic `watcher.<name>.stdout` / `.stderr`, body {pid, wid, data (the line), time}.
 Only captured output is there: a watcher without stdout_stream/stderr_stream writes to circusd's own
 stdout/stderr, and a direct journald stream never passes through circusd (read it with journalctl).

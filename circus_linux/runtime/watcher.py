@@ -79,7 +79,9 @@ class Watcher:
         self._manager: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._explicit_spawn = False  # respawn=false still spawns on start/incr
+        # Set by a give-up, until the next start: the manager spawns nothing more and one stop is queued.
         self._gave_up = False
+        self._starts = 0  # start generations: a give-up's queued stop only applies to its own start
 
     # ---------------------------------------------------------------- queries
     def _policy(self) -> BackoffPolicy:
@@ -132,6 +134,7 @@ class Watcher:
             return
         check_watcher(self.state, new)
         self.state = new
+        self.wake()  # a pass tells whoever waits on passes (wait_started) that the state moved
 
     def _ensure_manager(self) -> None:
         if self._manager is None or self._manager.done():
@@ -151,11 +154,17 @@ class Watcher:
     def wake(self) -> None:
         self._wake.set()
 
-    async def _next_pass(self, timeout: float = 5.0) -> None:
-        """Wait until the manager has finished a reconcile pass begun after this call."""
+    async def _next_pass(self, timeout: float = 5.0, force: bool = True) -> None:
+        """Wait until the manager has finished a reconcile pass begun after this call.
+
+        force=False waits for the next pass without asking for one: for a caller that waits in a loop for
+        the pool to change (an exit, a ready worker, a backoff timer, a state change each bring a pass),
+        where forcing would spin the manager through a busy loop of passes for as long as it waits.
+        """
         # A pass already under way may have looked at the state before our change: wait for the next one.
-        target = self._passes + (2 if self._in_pass else 1)
-        self.wake()
+        target = self._passes + (2 if self._in_pass and force else 1)
+        if force:
+            self.wake()
         async with self._pass_done:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
@@ -190,6 +199,7 @@ class Watcher:
             return False
         self._book = RestartBook(self._policy())
         self._gave_up = False
+        self._starts += 1
         self._set_state(WatcherState.STARTING)
         self._explicit_spawn = True
         self._emit("start")
@@ -220,7 +230,7 @@ class Watcher:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return False
-            await self._next_pass(timeout=min(remaining or 1.0, 1.0))
+            await self._next_pass(timeout=min(remaining or 1.0, 1.0), force=False)
         return self.state is WatcherState.ACTIVE
 
     async def stop(self) -> None:
@@ -362,9 +372,9 @@ class Watcher:
             live = self.live()
             if len(live) >= self.numprocesses and all(p.state is ProcessState.READY for p in live):
                 return
-            if self.state not in (WatcherState.STARTING, WatcherState.ACTIVE):
+            if self.state not in (WatcherState.STARTING, WatcherState.ACTIVE) or self._gave_up:
                 return
-            await self._next_pass(timeout=min(1.0, deadline - time.monotonic()))
+            await self._next_pass(timeout=min(1.0, deadline - time.monotonic()), force=False)
 
     # ---------------------------------------------------------------- signals
     async def signal(
@@ -504,7 +514,10 @@ class Watcher:
 
     async def _reconcile(self) -> float | None:
         """One pass: compare desired with actual and fix the difference. Returns when to look again."""
-        if self.state not in (WatcherState.STARTING, WatcherState.ACTIVE):
+        if self.state not in (WatcherState.STARTING, WatcherState.ACTIVE) or self._gave_up:
+            # After a give-up the watcher only waits for its stop: the lock may be held for a while (a
+            # reload waiting on its pool), and spawning on meanwhile would fail, give up and queue a
+            # stop again on every pass, without end.
             return None
         now = time.monotonic()
         wake_at: list[float] = []
@@ -676,10 +689,19 @@ class Watcher:
         self.wake()
 
     def _give_up(self, reason: str) -> None:
+        if self._gave_up:
+            return  # its stop is already queued
         log.error("watcher %s: giving up: %s", self.name, reason)
         self._gave_up = True
+        self.wake()  # the pass it brings lets a start waiting on the pool see the give-up at once
         self._emit("giveup", reason=reason)
-        self._spawn_task(self.stop())
+        self._spawn_task(self._stop_given_up(self._starts))
+
+    async def _stop_given_up(self, start: int) -> None:
+        """The stop a give-up queued; void if the watcher was started again (restart) while it waited."""
+        async with self.lock:
+            if self._gave_up and self._starts == start:
+                await self._stop_locked()
 
 
 # Options whose change only shows in newly spawned workers: `set` rolls the pool gracefully for them.

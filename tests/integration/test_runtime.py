@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import os
 import signal
@@ -138,6 +139,66 @@ def test_sigkill_worker_is_replaced_at_once_reusing_its_wid(arena: Arena) -> Non
         assert new[0].wid == 2
         # Not a speed benchmark: it shows that no timer (Circus's was 5 s) decided when the death was seen.
         assert elapsed < 1.0
+
+    arena.run(body)
+
+def test_a_start_waiting_on_a_backoff_does_not_spin_the_manager(arena: Arena) -> None:
+    # start() waits for the pool (or the give-up); its waits on reconcile passes used to force a pass
+    # each, so a crash loop's backoff delays were spent in a busy loop of passes at 100 % CPU.
+    async def body(make_arbiter: Any) -> None:
+        h = await make_arbiter("[watcher:bad]\ncmd = /nonexistent/binary\nmax_retry = 3\nautostart = false\n")
+        w = h.arbiter.get_watcher("bad")
+        cpu = time.process_time()
+        await w.start()  # returns at the give-up: 4 failed spawns, 0.3 s of backoff in between
+        cpu = time.process_time() - cpu
+        assert len(h.topics("bad.exec_error")) == 4 and len(h.topics("bad.giveup")) == 1
+        # A pass per spawn, per exit, per backoff timer and per state change; a busy loop makes thousands.
+        assert w._passes < 40, (w._passes, cpu)
+
+    arena.run(body)
+
+
+
+def test_a_give_up_while_the_lock_is_held_spawns_nothing_more_and_stops_once(arena: Arena) -> None:
+    # The fuzz test's hang: a command held the watcher's lock (a reload waiting on its pool) while the
+    # watcher gave up; the queued stop could not run, so every reconcile pass spawned again, failed, gave
+    # up again and queued one more stop (17,077 of them, and a busy loop, in one run).
+    async def body(make_arbiter: Any) -> None:
+        h = await make_arbiter("[watcher:bad]\ncmd = /nonexistent/binary\nnumprocesses = 2\n"
+                               "max_retry = 1\nautostart = false\n")
+        w = h.arbiter.get_watcher("bad")
+        async with w.lock:  # what a long command on this watcher does
+            await w._start_locked(wait=False)
+            await h.until(lambda: h.topics("bad.giveup"), what="the give-up")
+            errors = len(h.topics("bad.exec_error"))
+            for _ in range(3):
+                await w._next_pass(timeout=5.0)  # each returns once a whole reconcile pass is done
+            assert len(h.topics("bad.exec_error")) == errors
+            assert len(h.topics("bad.giveup")) == 1
+            assert w.state is WatcherState.STARTING  # its stop waits for the lock
+        await h.until(lambda: w.state is WatcherState.STOPPED, what="the stop queued by the give-up")
+        assert len(h.topics("bad.giveup")) == 1 and len(h.topics("bad.stop")) == 1
+
+    arena.run(body)
+
+
+def test_a_restart_voids_the_stop_a_give_up_queued_before_it(arena: Arena) -> None:
+    async def body(make_arbiter: Any) -> None:
+        h = await make_arbiter("[watcher:bad]\ncmd = /nonexistent/binary\nmax_retry = 0\nautostart = false\n")
+        w = h.arbiter.get_watcher("bad")
+        async with w.lock:
+            await w._start_locked(wait=False)
+            await h.until(lambda: h.topics("bad.giveup"), what="the give-up")
+            # While the give-up's stop waits for the lock, the command holding it restarts the watcher,
+            # now with a command that works: the stale stop must not stop the new start.
+            await w._stop_locked()
+            w.config = dataclasses.replace(w.config, cmd="/bin/sleep", args="1000")
+            await w._start_locked(wait=True)
+            assert w.state is WatcherState.ACTIVE
+        async with w.lock:  # FIFO: the give-up's stop, queued first, has had its turn
+            assert w.state is WatcherState.ACTIVE and len(w.live()) == 1
+        assert len(h.topics("bad.stop")) == 1  # the restart's own
+        assert len(h.topics("bad.giveup")) == 1
 
     arena.run(body)
 

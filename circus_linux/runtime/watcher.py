@@ -179,7 +179,15 @@ class Watcher:
 
     async def start(self, wait: bool = True) -> None:
         async with self.lock:
-            began = await self._start_locked(wait=False)
+            began = await self._start_locked()
+        await self._started(began, wait)
+
+    async def _started(self, began: bool, wait: bool) -> None:
+        """After a start was begun under the lock: with wait, until the pool is up, and after_start.
+
+        Outside the lock: a give-up during the start must be able to take the lock and stop us, and the
+        next command on this watcher must not queue behind the whole backoff of a pool that cannot start.
+        """
         if began and self._has_hook("after_start"):
             if wait:
                 await self._after_start()
@@ -187,11 +195,10 @@ class Watcher:
                 self._spawn_task(self._after_start())
             return
         if wait:
-            # Outside the lock: a give-up during the start must be able to take the lock and stop us.
             await self.wait_started()
 
-    async def _start_locked(self, wait: bool) -> bool:
-        """Start (False: already running, or a before_start hook refused); with wait, also after_start."""
+    async def _start_locked(self) -> bool:
+        """Begin a start (False: already running, or a before_start hook refused); see _started()."""
         if self.state in (WatcherState.STARTING, WatcherState.ACTIVE):
             return False
         if not await self._hook("before_start"):
@@ -205,11 +212,6 @@ class Watcher:
         self._emit("start")
         self._ensure_manager()
         self.wake()
-        if wait:
-            await self.wait_started()
-            if self.state is WatcherState.ACTIVE and not await self._hook("after_start"):
-                log.warning("watcher %s: after_start hook said no: stopping", self.name)
-                await self._stop_locked()
         return True
 
     async def _after_start(self) -> None:
@@ -261,8 +263,9 @@ class Watcher:
     async def restart(self) -> None:
         async with self.lock:
             await self._stop_locked()
-            await self._start_locked(wait=True)
+            began = await self._start_locked()
         self.restarts += 1
+        await self._started(began, wait=True)
 
     async def freeze(self) -> None:
         """Upgrade: no more reconciliation and no background work; the workers are left alone."""
@@ -334,36 +337,42 @@ class Watcher:
     async def reload(self, graceful: bool = True, sequential: bool = False) -> None:
         async with self.lock:
             if self.state is WatcherState.STOPPED:
-                await self._start_locked(wait=True)
-                return
-            if self.config.send_hup:
-                for p in self.processes():
-                    p.send_signal(signals_mod.SIGHUP)
-                self._emit("reload")
-                return
-            if not graceful:
+                began = await self._start_locked()
+            elif not graceful and not self.config.send_hup:
                 await self._stop_locked()
-                await self._start_locked(wait=True)
-                self._emit("reload")
-                return
-            old = self.live()
-            if sequential:
-                for p in old:
-                    p.expected_exit = True
-                    await self._next_pass()
-                    await self._wait_ready_pool()
-                    if self.config.warmup_delay:
-                        await asyncio.sleep(self.config.warmup_delay)
-                    await self._stop_process(p)
+                began = await self._start_locked()
             else:
-                # Start N new, then stop the old: the old ones leave the live count first, so one reconcile
-                # pass spawns the whole new pool; they are signalled only once the new pool is up.
-                for p in old:
-                    p.expected_exit = True
+                await self._reload_locked(sequential)
+                return
+        await self._started(began, wait=True)  # as start(): the pool comes up outside the lock
+        if not graceful and not self.config.send_hup:
+            self._emit("reload")
+
+    async def _reload_locked(self, sequential: bool) -> None:
+        """send_hup, or the graceful roll: new workers first, the old ones stopped once the new are ready."""
+        if self.config.send_hup:
+            for p in self.processes():
+                p.send_signal(signals_mod.SIGHUP)
+            self._emit("reload")
+            return
+        old = self.live()
+        if sequential:
+            for p in old:
+                p.expected_exit = True
                 await self._next_pass()
                 await self._wait_ready_pool()
-                await asyncio.gather(*(self._stop_process(p) for p in old))
-            self._emit("reload")
+                if self.config.warmup_delay:
+                    await asyncio.sleep(self.config.warmup_delay)
+                await self._stop_process(p)
+        else:
+            # Start N new, then stop the old: the old ones leave the live count first, so one reconcile
+            # pass spawns the whole new pool; they are signalled only once the new pool is up.
+            for p in old:
+                p.expected_exit = True
+            await self._next_pass()
+            await self._wait_ready_pool()
+            await asyncio.gather(*(self._stop_process(p) for p in old))
+        self._emit("reload")
 
     async def _wait_ready_pool(self, timeout: float | None = None) -> None:
         limit = timeout if timeout is not None else float(getattr(self.config, "ready_timeout", 30) or 30)

@@ -21,10 +21,11 @@ SAFE = ["list", "status", "stats", "options", "get", "numprocesses", "numwatcher
 RISKY = ["start", "stop", "restart", "reload", "kill", "incr", "decr", "set", "rm"]
 # `add` makes the "nope-" names real watchers (mostly commands that cannot exec), which the other risky
 # mutations then start, restart, reload, rm --nostop and re-add concurrently. Opt-in (CIRCUS_FUZZ_ADD=1):
-# commands on one watcher queue in order (docs/ARCHITECTURE.md), and each start of such a watcher lasts
-# its whole backoff until the give-up (about 3 s), so a waiting request can sit behind a long queue
-# (seed 20261127, 2026-11-28: every reply came, the longest wait was 80 s, in 179 s against about 25 s
-# without `add`). It used to hang for good: see test_runtime's give-up tests.
+# commands on one watcher queue in order (docs/ARCHITECTURE.md) and a graceful reload of such a watcher
+# holds its lock through the backoff to the give-up (about 3 s), so a request can wait behind a few of
+# them (seed 20261127, 2026-11-28: every reply came; the longest wait was 11.5 s, too close to the 20 s
+# stall limit for CI; 66 s in all against about 20 s without `add`). Before then it hung for good, then
+# waited up to 80 s: see the give-up and restart tests in integration/test_runtime.py.
 if os.environ.get("CIRCUS_FUZZ_ADD") == "1":
     RISKY.append("add")
 NEVER = {"quit", "upgrade", "reloadconfig"}

@@ -168,7 +168,7 @@ def test_a_give_up_while_the_lock_is_held_spawns_nothing_more_and_stops_once(are
                                "max_retry = 1\nautostart = false\n")
         w = h.arbiter.get_watcher("bad")
         async with w.lock:  # what a long command on this watcher does
-            await w._start_locked(wait=False)
+            await w._start_locked()
             await h.until(lambda: h.topics("bad.giveup"), what="the give-up")
             errors = len(h.topics("bad.exec_error"))
             for _ in range(3):
@@ -182,19 +182,35 @@ def test_a_give_up_while_the_lock_is_held_spawns_nothing_more_and_stops_once(are
     arena.run(body)
 
 
+def test_a_restart_does_not_hold_the_lock_while_its_pool_backs_off(arena: Arena) -> None:
+    # A restart used to wait for its pool under the watcher's lock: every command queued behind it on a
+    # watcher that cannot start waited out the whole backoff to the give-up (the fuzz test's 80 s waits).
+    async def body(make_arbiter: Any) -> None:
+        h = await make_arbiter("[watcher:bad]\ncmd = /nonexistent/binary\nmax_retry = 5\nautostart = false\n")
+        w = h.arbiter.get_watcher("bad")
+        restart = asyncio.create_task(w.restart())
+        await h.until(lambda: h.topics("bad.exec_error"), what="the first failed spawn")
+        await w.stop()  # 3.1 s of backoff remain before the give-up: the stop does not wait for it
+        assert not h.topics("bad.giveup") and w.state is WatcherState.STOPPED
+        await restart  # its wait for the pool ends with the stop
+        assert len(h.topics("bad.exec_error")) < 6
+
+    arena.run(body)
+
+
 def test_a_restart_voids_the_stop_a_give_up_queued_before_it(arena: Arena) -> None:
     async def body(make_arbiter: Any) -> None:
         h = await make_arbiter("[watcher:bad]\ncmd = /nonexistent/binary\nmax_retry = 0\nautostart = false\n")
         w = h.arbiter.get_watcher("bad")
         async with w.lock:
-            await w._start_locked(wait=False)
+            await w._start_locked()
             await h.until(lambda: h.topics("bad.giveup"), what="the give-up")
             # While the give-up's stop waits for the lock, the command holding it restarts the watcher,
             # now with a command that works: the stale stop must not stop the new start.
             await w._stop_locked()
             w.config = dataclasses.replace(w.config, cmd="/bin/sleep", args="1000")
-            await w._start_locked(wait=True)
-            assert w.state is WatcherState.ACTIVE
+            await w._start_locked()
+        assert await w.wait_started(timeout=10.0)
         async with w.lock:  # FIFO: the give-up's stop, queued first, has had its turn
             assert w.state is WatcherState.ACTIVE and len(w.live()) == 1
         assert len(h.topics("bad.stop")) == 1  # the restart's own

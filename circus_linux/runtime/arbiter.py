@@ -391,6 +391,7 @@ class Arbiter:
             # are still reaped, just no longer supervised.
             if watcher._manager is not None:
                 watcher._manager.cancel()
+        watcher.removed = True  # commands still queued on it fail as "not found" (Watcher._command)
         self.watchers.pop(name, None)
         if self.cgroups is not None and stop:
             self.cgroups.remove(name)

@@ -10,12 +10,13 @@ import os
 import random
 import signal as signals_mod
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from circus_linux.core.policy import BackoffPolicy, RestartBook, pick_to_stop, wids_to_spawn
 from circus_linux.core.states import ProcessState, WatcherState, check_watcher
+from circus_linux.errors import UnknownWatcher
 from circus_linux.kernel import native
 from circus_linux.runtime.hooks import run_hook
 from circus_linux.runtime.process import Process
@@ -82,6 +83,9 @@ class Watcher:
         # Set by a give-up, until the next start: the manager spawns nothing more and one stop is queued.
         self._gave_up = False
         self._starts = 0  # start generations: a give-up's queued stop only applies to its own start
+        # Set by the arbiter's rm: commands that were queued on this watcher then fail as "not found"
+        # instead of starting a watcher nobody can see any more (with a manager of its own).
+        self.removed = False
 
     # ---------------------------------------------------------------- queries
     def _policy(self) -> BackoffPolicy:
@@ -137,7 +141,7 @@ class Watcher:
         self.wake()  # a pass tells whoever waits on passes (wait_started) that the state moved
 
     def _ensure_manager(self) -> None:
-        if self._manager is None or self._manager.done():
+        if (self._manager is None or self._manager.done()) and not self.removed:
             self._manager = asyncio.create_task(self._manage(), name=f"watcher:{self.name}")
 
     def _spawn_task(self, coro: Any) -> asyncio.Task[Any]:
@@ -153,6 +157,14 @@ class Watcher:
 
     def wake(self) -> None:
         self._wake.set()
+
+    @contextlib.asynccontextmanager
+    async def _command(self) -> AsyncIterator[None]:
+        """The watcher's FIFO lock, for a command: UnknownWatcher if the watcher was removed meanwhile."""
+        async with self.lock:
+            if self.removed:
+                raise UnknownWatcher(self.name)
+            yield
 
     async def _next_pass(self, timeout: float = 5.0, force: bool = True) -> None:
         """Wait until the manager has finished a reconcile pass begun after this call.
@@ -178,7 +190,7 @@ class Watcher:
             await self._pass_done.wait_for(lambda: self._passes > 0)
 
     async def start(self, wait: bool = True) -> None:
-        async with self.lock:
+        async with self._command():
             began = await self._start_locked()
         await self._started(began, wait)
 
@@ -236,7 +248,7 @@ class Watcher:
         return self.state is WatcherState.ACTIVE
 
     async def stop(self) -> None:
-        async with self.lock:
+        async with self._command():
             await self._stop_locked()
 
     async def _stop_locked(self) -> None:
@@ -261,7 +273,7 @@ class Watcher:
         await self._hook("after_stop")
 
     async def restart(self) -> None:
-        async with self.lock:
+        async with self._command():
             await self._stop_locked()
             began = await self._start_locked()
         self.restarts += 1
@@ -326,7 +338,7 @@ class Watcher:
             raise ValueError("numprocesses must be >= 0")
         if self.config.singleton and n > 1:
             raise ValueError("singleton watcher: numprocesses cannot exceed 1")
-        async with self.lock:
+        async with self._command():
             self.numprocesses = n
             self._explicit_spawn = True
             if self.state in (WatcherState.STARTING, WatcherState.ACTIVE):
@@ -335,7 +347,7 @@ class Watcher:
 
     # ---------------------------------------------------------------- reload
     async def reload(self, graceful: bool = True, sequential: bool = False) -> None:
-        async with self.lock:
+        async with self._command():
             if self.state is WatcherState.STOPPED:
                 began = await self._start_locked()
             elif not graceful and not self.config.send_hup:
@@ -709,7 +721,7 @@ class Watcher:
     async def _stop_given_up(self, start: int) -> None:
         """The stop a give-up queued; void if the watcher was started again (restart) while it waited."""
         async with self.lock:
-            if self._gave_up and self._starts == start:
+            if self._gave_up and self._starts == start and not self.removed:
                 await self._stop_locked()
 
 

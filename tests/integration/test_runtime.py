@@ -17,6 +17,7 @@ import pytest
 
 from circus_linux import config
 from circus_linux.core.states import WatcherState
+from circus_linux.errors import UnknownWatcher
 from circus_linux.kernel import native
 from circus_linux.runtime import signals
 from circus_linux.runtime.arbiter import Arbiter
@@ -194,6 +195,28 @@ def test_a_restart_does_not_hold_the_lock_while_its_pool_backs_off(arena: Arena)
         assert not h.topics("bad.giveup") and w.state is WatcherState.STOPPED
         await restart  # its wait for the pool ends with the stop
         assert len(h.topics("bad.exec_error")) < 6
+
+    arena.run(body)
+
+
+def test_commands_queued_on_a_removed_watcher_fail_instead_of_bringing_it_back(arena: Arena) -> None:
+    # Seen in the fuzz test: a start queued on a watcher's lock ran after `rm` had removed that watcher
+    # and gave it a new manager, which supervised workers that `list` could no longer show.
+    async def body(make_arbiter: Any) -> None:
+        h = await make_arbiter("[watcher:w]\ncmd = /bin/sleep 1000\nautostart = false\n")
+        w = h.arbiter.get_watcher("w")
+        async with w.lock:  # a command in progress: what follows queues
+            rm = asyncio.create_task(h.arbiter.rm_watcher("w"))
+            await h.until(lambda: len(w.lock._waiters or ()) == 1, what="rm queued")  # type: ignore[attr-defined]
+            start = asyncio.create_task(w.start())
+            incr = asyncio.create_task(w.incr(2))
+            await h.until(lambda: len(w.lock._waiters or ()) == 3, what="start, incr queued")  # type: ignore[attr-defined]
+        await rm
+        for queued in (start, incr):
+            with pytest.raises(UnknownWatcher):
+                await queued
+        assert w.state is WatcherState.STOPPED and not w.procs and w._manager is None
+        assert "w" not in h.arbiter.watchers and not h.topics("w.spawn")
 
     arena.run(body)
 

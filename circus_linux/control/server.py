@@ -285,6 +285,10 @@ class Server:
                 await run()
             except asyncio.CancelledError:
                 raise
+            except (UnknownWatcher, CommandError) as exc:
+                # e.g. a watcher removed while this command waited its turn: what a waiting client would
+                # have got as an error reply, not a bug of ours
+                log.warning("control: background %s: %s", what, exc)
             except Exception:  # nobody waits for this reply any more: the log is the only witness
                 log.exception("control: background %s failed", what)
 

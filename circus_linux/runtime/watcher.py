@@ -78,6 +78,7 @@ class Watcher:
         self._in_pass = False
         self._pass_done = asyncio.Condition()
         self._manager: asyncio.Task[None] | None = None
+        self._last_word: asyncio.Future[None] | None = None  # a cancelled manager's note to pass waiters
         self._tasks: set[asyncio.Task[Any]] = set()
         self._explicit_spawn = False  # respawn=false still spawns on start/incr
         # Set by a give-up, until the next start: the manager spawns nothing more and one stop is queued.
@@ -140,6 +141,10 @@ class Watcher:
         self.state = new
         self.wake()  # a pass tells whoever waits on passes (wait_started) that the state moved
 
+    def _managed(self) -> bool:
+        """A manager task is there to run reconcile passes."""
+        return self._manager is not None and not self._manager.done()
+
     def _ensure_manager(self) -> None:
         if (self._manager is None or self._manager.done()) and not self.removed:
             self._manager = asyncio.create_task(self._manage(), name=f"watcher:{self.name}")
@@ -173,6 +178,8 @@ class Watcher:
         the pool to change (an exit, a ready worker, a backoff timer, a state change each bring a pass),
         where forcing would spin the manager through a busy loop of passes for as long as it waits.
         """
+        if not self._managed():
+            return  # no pass will come
         # A pass already under way may have looked at the state before our change: wait for the next one.
         target = self._passes + (2 if self._in_pass and force else 1)
         if force:
@@ -180,7 +187,7 @@ class Watcher:
         async with self._pass_done:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
-                    self._pass_done.wait_for(lambda: self._passes >= target or self._manager is None),
+                    self._pass_done.wait_for(lambda: self._passes >= target or not self._managed()),
                     timeout,
                 )
 
@@ -237,7 +244,7 @@ class Watcher:
         """Until every wanted worker is up (and ready), or the watcher gave up / was stopped."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while self.state is WatcherState.STARTING and not self._gave_up:
-            if self._manager is None or self._manager.done():
+            if not self._managed():
                 # Nobody is left to move the state (`rm --nostop` cancelled the manager): waiting on would
                 # hold the watcher's lock forever, and every later command on it (and quit) with it.
                 return False
@@ -371,6 +378,7 @@ class Watcher:
         if sequential:
             for p in old:
                 p.expected_exit = True
+                self._explicit_spawn = True  # respawn = false too: the reload asks for the successor
                 await self._next_pass()
                 await self._wait_ready_pool()
                 if self.config.warmup_delay:
@@ -381,6 +389,7 @@ class Watcher:
             # pass spawns the whole new pool; they are signalled only once the new pool is up.
             for p in old:
                 p.expected_exit = True
+            self._explicit_spawn = True  # respawn = false too: the reload asks for a new pool
             await self._next_pass()
             await self._wait_ready_pool()
             await asyncio.gather(*(self._stop_process(p) for p in old))
@@ -394,6 +403,10 @@ class Watcher:
             if len(live) >= self.numprocesses and all(p.state is ProcessState.READY for p in live):
                 return
             if self.state not in (WatcherState.STARTING, WatcherState.ACTIVE) or self._gave_up:
+                return
+            if not self._managed():
+                # Nobody spawns any more (`rm --nostop` cancelled the manager): waiting on until
+                # ready_timeout would hold the watcher's lock, and every command queued on it, for nothing.
                 return
             await self._next_pass(timeout=min(1.0, deadline - time.monotonic()), force=False)
 
@@ -518,20 +531,29 @@ class Watcher:
 
     # ---------------------------------------------------------------- the manager
     async def _manage(self) -> None:
-        while True:
-            self._wake.clear()
-            self._in_pass = True
-            try:
-                timeout = await self._reconcile()
-            finally:
-                self._in_pass = False
-            async with self._pass_done:
-                self._passes += 1
-                self._pass_done.notify_all()
-            if self._wake.is_set():
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+        try:
+            while True:
+                self._wake.clear()
+                self._in_pass = True
+                try:
+                    timeout = await self._reconcile()
+                finally:
+                    self._in_pass = False
+                async with self._pass_done:
+                    self._passes += 1
+                    self._pass_done.notify_all()
+                if self._wake.is_set():
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+        finally:
+            # Cancelled (rm --nostop, freeze): no pass will come, so tell whoever waits for one now
+            # rather than at its timeout, holding the watcher's lock meanwhile.
+            self._last_word = asyncio.ensure_future(self._notify_pass_waiters())
+
+    async def _notify_pass_waiters(self) -> None:
+        async with self._pass_done:
+            self._pass_done.notify_all()
 
     async def _reconcile(self) -> float | None:
         """One pass: compare desired with actual and fix the difference. Returns when to look again."""

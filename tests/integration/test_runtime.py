@@ -221,6 +221,44 @@ def test_commands_queued_on_a_removed_watcher_fail_instead_of_bringing_it_back(a
     arena.run(body)
 
 
+def test_a_graceful_reload_of_a_respawn_false_watcher_starts_its_new_pool(arena: Arena) -> None:
+    # respawn = false only means "do not replace workers that exit": the reload asks for a new pool.
+    # Without that, the reload waited ready_timeout (30 s by default) for a pool nobody spawned, holding
+    # the watcher's lock, then stopped the old workers and left none (seen in the fuzz test).
+    async def body(make_arbiter: Any) -> None:
+        h = await make_arbiter("[watcher:w]\ncmd = /bin/sleep 1000\nnumprocesses = 2\nrespawn = false\n"
+                               "ready_timeout = 5\n")
+        w = h.arbiter.get_watcher("w")
+        await h.until(lambda: len(w.live()) == 2, what="the first pool")
+        old = {p.pid for p in w.live()}
+        started = time.monotonic()
+        await w.reload(graceful=True)
+        new = {p.pid for p in w.live()}
+        assert len(new) == 2 and not new & old
+        assert time.monotonic() - started < 5  # it did not wait out ready_timeout
+
+    arena.run(body)
+
+
+def test_a_reload_waiting_on_its_pool_ends_when_rm_nostop_removes_the_watcher(arena: Arena) -> None:
+    # Seen in the fuzz test: `rm --nostop` (which does not wait for the lock) cancelled the manager of a
+    # watcher whose graceful reload waited for its new pool; the reload then held the lock for the whole
+    # ready_timeout (30 s), with 577 commands queued behind it.
+    async def body(make_arbiter: Any) -> None:
+        h = await make_arbiter("[watcher:w]\ncmd = /nonexistent/binary\nmax_retry = 50\nready_timeout = 30\n"
+                               "autostart = false\n")
+        w = h.arbiter.get_watcher("w")
+        await w.start(wait=False)
+        await h.until(lambda: h.topics("w.exec_error"), what="a failed spawn")
+        reload = asyncio.create_task(w.reload(graceful=True))  # waits for a pool that backs off
+        await h.until(lambda: w.lock.locked(), what="the reload holding the lock")
+        await h.arbiter.rm_watcher("w", stop=False)
+        await asyncio.wait_for(reload, 5.0)  # ends within a pass timeout (1 s), not ready_timeout
+        assert w.removed and not w.lock.locked()
+
+    arena.run(body)
+
+
 def test_a_restart_voids_the_stop_a_give_up_queued_before_it(arena: Arena) -> None:
     async def body(make_arbiter: Any) -> None:
         h = await make_arbiter("[watcher:bad]\ncmd = /nonexistent/binary\nmax_retry = 0\nautostart = false\n")

@@ -159,7 +159,6 @@ def test_a_start_waiting_on_a_backoff_does_not_spin_the_manager(arena: Arena) ->
     arena.run(body)
 
 
-
 def test_a_give_up_while_the_lock_is_held_spawns_nothing_more_and_stops_once(arena: Arena) -> None:
     # The fuzz test's hang: a command held the watcher's lock (a reload waiting on its pool) while the
     # watcher gave up; the queued stop could not run, so every reconcile pass spawned again, failed, gave

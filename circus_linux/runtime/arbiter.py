@@ -17,6 +17,7 @@ from circus_linux.kernel import native
 from circus_linux.kernel.notify import Notifier, NotifyServer, watchdog_usec
 from circus_linux.kernel.sockets import listen_fds
 from circus_linux.runtime import stream_reader
+from circus_linux.runtime import tasks as tasks_mod
 from circus_linux.runtime.plugins import apply_plugin_changes, plugin_watchers, start_plugin_watchers
 from circus_linux.runtime.process import Process
 from circus_linux.runtime.sdnotify import SafeNotifier
@@ -470,6 +471,7 @@ class Arbiter:
             }
         if self.cgroups is not None:
             info["cgroups"] = self.cgroups.describe()
+        info["tasks"] = tasks_mod.census()
         return info
 
     def globaloptions(self) -> dict[str, Any]:

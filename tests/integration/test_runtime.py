@@ -258,6 +258,23 @@ def test_a_reload_waiting_on_its_pool_ends_when_rm_nostop_removes_the_watcher(ar
     arena.run(body)
 
 
+def test_dstats_tasks_say_what_a_queued_command_waits_on(arena: Arena) -> None:
+    async def body(make_arbiter: Any) -> None:
+        h = await make_arbiter("[watcher:w]\ncmd = /bin/sleep 1000\nautostart = false\n")
+        w = h.arbiter.get_watcher("w")
+        async with w.lock:  # a command in progress: these three queue behind it
+            queued = [asyncio.create_task(w.start(), name=f"control-start-{i}") for i in range(3)]
+            await h.until(lambda: len(w.lock._waiters or ()) == 3, what="3 starts queued")  # type: ignore[attr-defined]
+            tasks = h.arbiter.dstats()["tasks"]
+        await asyncio.gather(*queued)
+        assert tasks["count"] >= 4  # the test's own task too
+        group = next(g for g in tasks["groups"] if g["name"] == "control-start")
+        assert group["count"] == 3
+        assert "Watcher.start" in group["chain"][0] and "Lock.acquire" in group["chain"][-1], group
+
+    arena.run(body)
+
+
 def test_a_restart_voids_the_stop_a_give_up_queued_before_it(arena: Arena) -> None:
     async def body(make_arbiter: Any) -> None:
         h = await make_arbiter("[watcher:bad]\ncmd = /nonexistent/binary\nmax_retry = 0\nautostart = false\n")

@@ -9,6 +9,10 @@ own child count is reported as `num_children` since `children` is Circus's list.
 v2_root, v2_controllers, supervisor (the leaf circusd moved to under Delegate=yes), v1_roots,
 v1_unavailable {controller: why}, and per watcher {v2, v1, limits {limit: v2|v1|unsupported},
 stats {cpu|memory|oom|pids|pressure: v2|v1|unsupported}}.
+`tasks`: what circusd's asyncio tasks wait on, for a command that gets no reply: {count, groups: [{count,
+name, chain: ["file:line function", ... innermost last]}]}, the 10 largest groups of tasks with the same
+name and chain (e.g. 300 commands queued on one watcher's lock: "watcher.py:... Watcher.restart", then
+"locks.py:... Lock.acquire").
 CLI: `circusctl dstats`
 """
 

@@ -60,6 +60,7 @@ class Server:
         *,
         max_inflight: int = 32,
         max_pending: int = 1024,
+        max_background: int = 10_000,
         ipc_mode: int | None = 0o600,
         ipc_owner: int | None = None,
         ipc_perms: IpcPermissions | None = None,
@@ -71,6 +72,9 @@ class Server:
         self._context = _to_async_context(context)
         self._max_inflight = max_inflight
         self._max_pending = max_pending
+        # Commands sent without `waiting` run after their reply: each is a task, and a client could queue
+        # any number of them (on one watcher's lock, say). Past this many, new ones get an error reply.
+        self._max_background = max_background
         # A local socket speaks with circusd's full authority: keep it to its owner unless told.
         self._ipc_perms = ipc_perms or IpcPermissions(owner=ipc_owner, mode=ipc_mode)
         self.security = security
@@ -79,7 +83,7 @@ class Server:
         self._reader: asyncio.Task[None] | None = None
         self._clients: dict[bytes, _Client] = {}
         self._background: set[asyncio.Task[Any]] = set()
-        self.rejected = 0  # requests refused because one peer had too many pending
+        self.rejected = 0  # requests refused: a peer had too many pending, or too many ran in the background
         self.requests_received = 0  # frames that reached execute(), valid or not
         self.commands_handled = 0  # requests dispatched to a command handler
         # server-side handling time per command (parsed request -> reply built), the last 10,000 of each
@@ -233,6 +237,10 @@ class Server:
                 elif req.waiting:
                     value = await action.run()
                     result = action.finish(value) if action.finish is not None else None
+                elif len(self._background) >= self._max_background:
+                    self.rejected += 1
+                    busy = f"too many commands in progress ({len(self._background)}): retry later or wait"
+                    return protocol.error(req.id, busy, Errno.COMMAND_ERROR), req.cast, None
                 else:
                     self._spawn(action.run, req.command)
         except (MessageError, UnknownWatcher, ConfigError) as exc:

@@ -337,3 +337,21 @@ def test_publisher_never_raises() -> None:
     pub.emit("watcher.x.spawn", {"process_pid": 1, "bad": object()})  # str() fallback
     assert pub.sent == 1
     pub.close()
+
+
+def test_commands_without_waiting_cannot_pile_up_without_bound(tmp_path: Path) -> None:
+    # Each command sent without `waiting` runs as a task after its reply; past max_background of them
+    # (10,000 by default), new ones are refused with an error reply instead of growing circusd's memory.
+    with running_control(tmp_path, {"web": 1}, max_background=3) as ctl:
+        web = ctl.arbiter.watchers["web"]
+        ctl.call_soon(web.gate.clear)
+        with Client(ctl.endpoint, timeout=10) as client:
+            for _ in range(3):
+                assert client.call("stop", name="web")["status"] == "ok"  # queued behind the gate
+            with pytest.raises(CallError, match="too many commands in progress") as refused:
+                client.call("stop", name="web")
+            assert refused.value.errno == 5
+            assert client.call("list")["status"] == "ok"  # a command that needs no task still runs
+            ctl.call_soon(web.gate.set)
+            wait_for(lambda: not ctl.call_soon(lambda: len(ctl.server._background)), what="the queue drained")
+            assert client.call("stop", name="web")["status"] == "ok"

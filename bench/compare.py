@@ -314,10 +314,11 @@ COMPACT = Path("/proc/sys/vm/compact_memory")
 def compact_memory(s: Series) -> None:
     """Ask the kernel to compact free memory (root): every column's flood starts from the same state.
 
-    Measured on this VM: after hours of uptime, or with free memory fragmented on purpose (16 GiB touched,
-    then every other page freed), the page-cache writes of the flood ran at half speed or less, for the
-    floor as well as for circusd (perf: the time goes to copy_folio_from_iter_atomic); one compaction
-    brought them back. Without this, whichever column ran in a fragmented moment looked slow.
+    Measured on this VM: with free memory fragmented on purpose (16 GiB touched, then every other page
+    freed), the page-cache writes of the flood ran at half speed or less, for the floor as well as for
+    circusd (perf: the time goes to copy_folio_from_iter_atomic), and one compaction brought them back.
+    It is not the whole story: circusd's python N=175 flood was slow again in a full run with this on
+    (bench/README.md).
     """
     try:
         COMPACT.write_text("1")

@@ -387,12 +387,10 @@ class Arbiter:
         watcher = self.get_watcher(name)
         if stop:
             await watcher.close()
-        else:
-            # nostop: forget the workers without killing them (Circus semantics); they stay our children and
-            # are still reaped, just no longer supervised.
-            if watcher._manager is not None:
-                watcher._manager.cancel()
-        watcher.removed = True  # commands still queued on it fail as "not found" (Watcher._command)
+        # nostop: forget the workers without killing them (Circus semantics); they stay our children and
+        # are still reaped, just no longer supervised. Either way, commands still queued on the watcher
+        # fail as "not found" (Watcher._command).
+        watcher.remove()
         self.watchers.pop(name, None)
         if self.cgroups is not None and stop:
             self.cgroups.remove(name)

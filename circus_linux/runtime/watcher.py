@@ -146,7 +146,7 @@ class Watcher:
         return self._manager is not None and not self._manager.done()
 
     def _ensure_manager(self) -> None:
-        if (self._manager is None or self._manager.done()) and not self.removed:
+        if not self._managed() and not self.removed:
             self._manager = asyncio.create_task(self._manage(), name=f"watcher:{self.name}")
 
     def _spawn_task(self, coro: Any) -> asyncio.Task[Any]:
@@ -229,8 +229,7 @@ class Watcher:
         self._set_state(WatcherState.STARTING)
         self._explicit_spawn = True
         self._emit("start")
-        self._ensure_manager()
-        self.wake()
+        self._ensure_manager()  # _set_state() above woke it
         return True
 
     async def _after_start(self) -> None:
@@ -246,7 +245,7 @@ class Watcher:
         while self.state is WatcherState.STARTING and not self._gave_up:
             if not self._managed():
                 # Nobody is left to move the state (`rm --nostop` cancelled the manager): waiting on would
-                # hold the watcher's lock forever, and every later command on it (and quit) with it.
+                # keep the command that started us waiting forever.
                 return False
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
@@ -327,6 +326,13 @@ class Watcher:
         for proc in self.processes():
             if proc.state is ProcessState.STOPPING:
                 self._spawn_task(self._stop_process(proc))
+
+    def remove(self) -> None:
+        """The arbiter's rm is done with it: after close(), or at once with --nostop (the workers are left
+        running, unsupervised). No manager any more; commands still queued on it fail as not found."""
+        if self._manager is not None:
+            self._manager.cancel()
+        self.removed = True
 
     async def close(self) -> None:
         """Stop and release everything (rm, or arbiter shutdown)."""

@@ -143,6 +143,12 @@ def test_sigkill_worker_is_replaced_at_once_reusing_its_wid(arena: Arena) -> Non
 
     arena.run(body)
 
+
+def _queued(w: Any) -> int:
+    """Tasks waiting for the watcher's lock (asyncio.Lock keeps them in `_waiters`)."""
+    return len(w.lock._waiters or ())
+
+
 def test_a_start_waiting_on_a_backoff_does_not_spin_the_manager(arena: Arena) -> None:
     # start() waits for the pool (or the give-up); its waits on reconcile passes used to force a pass
     # each, so a crash loop's backoff delays were spent in a busy loop of passes at 100 % CPU.
@@ -206,10 +212,10 @@ def test_commands_queued_on_a_removed_watcher_fail_instead_of_bringing_it_back(a
         w = h.arbiter.get_watcher("w")
         async with w.lock:  # a command in progress: what follows queues
             rm = asyncio.create_task(h.arbiter.rm_watcher("w"))
-            await h.until(lambda: len(w.lock._waiters or ()) == 1, what="rm queued")  # type: ignore[attr-defined]
+            await h.until(lambda: _queued(w) == 1, what="rm queued")
             start = asyncio.create_task(w.start())
             incr = asyncio.create_task(w.incr(2))
-            await h.until(lambda: len(w.lock._waiters or ()) == 3, what="start, incr queued")  # type: ignore[attr-defined]
+            await h.until(lambda: _queued(w) == 3, what="start, incr queued")
         await rm
         for queued in (start, incr):
             with pytest.raises(UnknownWatcher):
@@ -264,7 +270,7 @@ def test_dstats_tasks_say_what_a_queued_command_waits_on(arena: Arena) -> None:
         w = h.arbiter.get_watcher("w")
         async with w.lock:  # a command in progress: these three queue behind it
             queued = [asyncio.create_task(w.start(), name=f"control-start-{i}") for i in range(3)]
-            await h.until(lambda: len(w.lock._waiters or ()) == 3, what="3 starts queued")  # type: ignore[attr-defined]
+            await h.until(lambda: _queued(w) == 3, what="3 starts queued")
             tasks = h.arbiter.dstats()["tasks"]
         await asyncio.gather(*queued)
         assert tasks["count"] >= 4  # the test's own task too

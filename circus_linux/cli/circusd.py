@@ -108,13 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{cfg.path}: OK ({counts})")
         return ExitCode.OK
 
-    # First import of asyncio in this process, before anything that imports it: without its TLS half.
-    from circus_linux.runtime.aio import import_asyncio
-
-    asyncio = import_asyncio()
-
-    # Signals are blocked before any thread exists (zmq's I/O threads included), so they are only ever
-    # delivered to the signalfd the arbiter reads.
+    # Signals are blocked before any thread exists (zmq's I/O threads included) and before any worker is
+    # spawned, so they are only ever delivered to the signalfd the arbiter reads.
     from circus_linux.runtime import signals
 
     signals.block()
@@ -129,8 +124,18 @@ def main(argv: list[str] | None = None) -> int:
     if pidfile:
         with open(pidfile, "w") as fh:
             fh.write(f"{os.getpid()}\n")
+    # Workers first: those that need no event loop are spawned now (runtime/prestart.py), and exec while
+    # the rest of circusd is imported; the arbiter adopts them.
+    from circus_linux.runtime.prestart import prestart
+
+    prestarted = prestart(cfg)
+
+    # First import of asyncio in this process, before anything that imports it: without its TLS half.
+    from circus_linux.runtime.aio import import_asyncio
+
+    asyncio = import_asyncio()
     try:
-        return asyncio.run(serve(cfg))
+        return asyncio.run(serve(cfg, prestarted))
     except CircusError as exc:
         log.error("%s", exc)
         _notify_errno(exc)
@@ -148,18 +153,20 @@ def _notify_errno(exc: BaseException) -> None:
     Notifier.from_environ().notify(STATUS=f"failed: {exc}", ERRNO=err)
 
 
-async def serve(cfg: Any) -> int:
+async def serve(cfg: Any, prestarted: Any = None) -> int:
     import asyncio  # already imported by main(), without its TLS half
 
+    from circus_linux.core.prestart import control_first
     from circus_linux.runtime.arbiter import Arbiter
     from circus_linux.runtime.cgroups import CgroupManager
 
-    arbiter = Arbiter(cfg, cgroups=CgroupManager.from_config(cfg))
+    tree = prestarted.tree if prestarted is not None else None
+    arbiter = Arbiter(cfg, cgroups=CgroupManager.from_config(cfg, tree), prestarted=prestarted)
     control: Any = None
     starting: asyncio.Future[None] | None = None
     try:
         await arbiter.setup()
-        if _control_first(cfg, arbiter):
+        if control_first(cfg):
             control = _make_control(arbiter, cfg)
             await control.start()
         starting = asyncio.ensure_future(arbiter.start(announce=False))
@@ -190,18 +197,6 @@ async def serve(cfg: Any) -> int:
 
 # The longest the first spawns may keep the control channel unbuilt (a slow before_start hook, say).
 CONTROL_WAIT = 1.0
-
-
-def _control_first(cfg: Any, arbiter: Any) -> bool:
-    """Whether the control channel must be up before any watcher starts: plugins subscribe to it before
-    the other watchers start, the dashboard's metrics count every spawn from the first one, and a CURVE
-    key or a disabled_commands list is checked (circusd exits 2 on a bad one) before anything is spawned."""
-    from circus_linux.runtime.plugins import is_plugin_watcher
-
-    circus = cfg.circus
-    if any(getattr(circus, key, None) for key in ("curve_secret_key", "disabled_commands", "httpd")):
-        return True
-    return any(is_plugin_watcher(name) for name in arbiter.watchers)
 
 
 async def _first_spawns(arbiter: Any, starting: asyncio.Future[None], timeout: float) -> None:

@@ -89,6 +89,8 @@ __all__ = [
 DEFAULT_V1: tuple[str, ...] = ("cpu", "cpuacct", "pids")
 SUPERVISOR_LEAF = "supervisor"
 DEFAULT_CHILD = "circus"
+# [circus] cgroup_root values that turn cgroups off: workers stay in circusd's own cgroup.
+OFF_SETTINGS = frozenset({"no", "none", "off", "false"})
 
 
 class TreeMode(enum.StrEnum):
@@ -422,6 +424,13 @@ class WatcherCgroup:
     def stats(self) -> CgroupStats:
         """Sample the counters; each field group says its source in ``backends``."""
         return read_stats(self.path, self.v1_paths)
+
+
+def tree_for(cgroup_root: str | None) -> CgroupTree | None:
+    """The tree ``[circus] cgroup_root`` asks for (None: it turns cgroups off). Raises CgroupError."""
+    if cgroup_root in OFF_SETTINGS:
+        return None
+    return CgroupTree.build(detect(), cgroup_root)
 
 
 class CgroupTree:

@@ -9,7 +9,8 @@ import enum
 import errno
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from circus_linux.kernel.cgroup_io import CgroupError, read_file, write_file
 from circus_linux.kernel.cgroup_parse import (
@@ -42,6 +43,11 @@ class CgroupLimits:
     cpu_weight: int | None = None  # 1..10000, v2 default 100
     io_weight: int | None = None  # 1..10000, v2 default 100
     pids_max: int | Max | None = None
+
+    @classmethod
+    def of(cls, lim: Any) -> CgroupLimits:
+        """The same limits from any object with these attribute names (config's per-watcher limits)."""
+        return cls(**{f.name: getattr(lim, f.name) for f in fields(cls)})
 
 
 @dataclass(frozen=True)

@@ -47,8 +47,10 @@ class Arbiter:
         emit: Emit | None = None,
         notifier: Notifier | None = None,
         cgroups: Any = None,
+        prestarted: Any = None,
     ) -> None:
         self.config = config
+        self._prestarted = prestarted  # runtime.prestart.Prestarted: workers spawned before the loop
         self._emit_cb = emit
         # NOTIFY_SOCKET stays in our environment: spawnspec strips it from every worker that is not a notify
         # one, and an in-place upgrade (execve) must find it again to keep talking to systemd.
@@ -114,6 +116,18 @@ class Arbiter:
             self._make_watcher(cfg)
         if handed is not None:
             self._adopt(handed)
+        if self._prestarted is not None:
+            self._adopt_prestarted(self._prestarted)
+            self._prestarted = None
+
+    def _adopt_prestarted(self, pre: Any) -> None:
+        """Take the workers runtime/prestart spawned before the loop; their watchers start as usual after."""
+        for name, workers in pre.workers.items():
+            self.watchers[name].adopt_prestarted(workers)
+        counts = ", ".join(f"{name} {len(ws)}" for name, ws in pre.workers.items())
+        log.info("prestart: %d workers spawned before the event loop (%s); it ended at %s",
+                 pre.count(), counts, pre.ended)
+        self._reap_all()  # whatever died before the signalfd existed
 
     def _adopt(self, handed: handover.UpgradeState) -> None:
         """Take over the previous image's workers; those of watchers gone from the config are stopped."""

@@ -94,15 +94,7 @@ class WatcherHandle:
 
 
 def _limits(lim: Any) -> kcg.CgroupLimits:
-    return kcg.CgroupLimits(
-        memory_max=lim.memory_max,
-        memory_high=lim.memory_high,
-        memory_swap_max=lim.memory_swap_max,
-        cpu_max=lim.cpu_max,
-        cpu_weight=lim.cpu_weight,
-        io_weight=lim.io_weight,
-        pids_max=lim.pids_max,
-    )
+    return kcg.CgroupLimits.of(lim)
 
 
 class CgroupManager:
@@ -119,13 +111,13 @@ class CgroupManager:
         self._poll_wake = asyncio.Event()  # set when a pids limit or a pending limit event needs polling
 
     @classmethod
-    def from_config(cls, cfg: Any) -> CgroupManager | None:
-        root = getattr(cfg.circus, "cgroup_root", None)
-        if root in ("no", "none", "off", "false"):
-            return None
+    def from_config(cls, cfg: Any, tree: kcg.CgroupTree | None = None) -> CgroupManager | None:
+        """The manager of the tree `[circus] cgroup_root` asks for; `tree` when already built (prestart)."""
         try:
-            host = kcg.detect()
-            tree = kcg.CgroupTree.build(host, root)
+            if tree is None:
+                tree = kcg.tree_for(getattr(cfg.circus, "cgroup_root", None))
+                if tree is None:
+                    return None
         except kcg.CgroupError as exc:
             log.warning(
                 "cgroups unavailable, workers run in circusd's own cgroup (no limits, no tree kill): %s "

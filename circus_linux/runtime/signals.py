@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import signal
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from circus_linux.kernel import native
+
+if TYPE_CHECKING:
+    import asyncio  # block() runs before circusd imports asyncio (runtime/prestart.py spawns in between)
 
 log = logging.getLogger("circus_linux.signals")
 
@@ -33,6 +36,8 @@ class SignalReader:
     """Owns the signalfd; dispatches each signal to `target.handle_<name>()` if the target has one."""
 
     def __init__(self, target: object, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        import asyncio
+
         self._target = target
         self._loop = loop or asyncio.get_running_loop()
         self._fd = native.signalfd_open(HANDLED)

@@ -10,7 +10,7 @@ import os
 import random
 import signal as signals_mod
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -668,6 +668,11 @@ class Watcher:
         if capture is not None:
             capture.attach(child.pid, wid)  # closes circusd's write ends: EOF comes when the worker's go
         proc = Process(child, wid, argv, self.name)
+        self._track(proc, round((time.monotonic() - t0) * 1000.0, 3))
+        return proc
+
+    def _track(self, proc: Process, spawn_ms: float) -> None:
+        """A worker just spawned (by _spawn, or by runtime/prestart before the loop) joins the pool."""
         if self.config.max_age:
             proc.age_deadline = (
                 proc.started_mono + self.config.max_age + random.uniform(0, self.config.max_age_variance or 0)
@@ -678,9 +683,18 @@ class Watcher:
             proc.set_state(ProcessState.READY)
         self.procs[proc.pid] = proc
         self.svc.register(proc)
-        spawn_ms = round((time.monotonic() - t0) * 1000.0, 3)
-        self._emit("spawn", process_pid=proc.pid, wid=wid, spawn_ms=spawn_ms)
-        return proc
+        self._emit("spawn", process_pid=proc.pid, wid=proc.wid, spawn_ms=spawn_ms)
+
+    def adopt_prestarted(self, workers: Iterable[Any]) -> None:
+        """Workers runtime/prestart spawned for this (still stopped) watcher before the event loop existed.
+
+        They join the pool as if _spawn had just made them; the watcher's start then finds it complete.
+        """
+        for w in workers:
+            proc = Process(native.Child(w.pid, w.pidfd), w.wid, list(w.argv), self.name)
+            proc.started = w.started
+            proc.started_mono = w.started_mono
+            self._track(proc, w.spawn_ms)
 
     def _abort_start(self, hook_name: str) -> None:
         """Circus: a spawn hook returning False stops the watcher and aborts its start."""

@@ -1,0 +1,150 @@
+"""Spawn the first watchers' workers before circusd imports its event loop; the arbiter adopts them.
+
+In a normal start the first spawn waits for everything after the config: asyncio, the arbiter, the
+watcher and stream modules, the arbiter's setup (about 60 ms on the project's 2-core VM, more than the
+whole spawn of 50 workers). The watchers core/prestart.py lets through need none of it: their spawn is a
+spec (runtime/spawnspec.py), a cgroup (kernel/cgroup.py) and one C call (kernel/native.py). So circusd
+spawns them right after reading its config, then imports the rest while the workers exec on the other
+cores, and the arbiter takes them over (Watcher.adopt_prestarted) the way an in-place upgrade hands
+workers over: same pids, same pidfds, wids 1..N, and a `spawn` event each. The watcher's start then
+finds its pool complete.
+
+Nothing here reports a failure: a spawn that fails, or a cgroup that cannot be made, ends prestarting
+there, and the arbiter's own start meets (and reports, and counts) the same failure.
+
+This module must not import asyncio (a test checks it).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from circus_linux.core import prestart as policy
+from circus_linux.kernel import cgroup as kcg
+from circus_linux.kernel import native
+from circus_linux.runtime.spawnspec import build_spawn_spec
+
+
+@dataclass(frozen=True)
+class Worker:
+    """One worker spawned before the event loop."""
+
+    pid: int
+    pidfd: int
+    wid: int
+    argv: list[str]
+    started: float  # wall clock, as `stats` shows it
+    started_mono: float
+    spawn_ms: float  # spec + clone/exec round trip, as the `spawn` event reports it
+
+
+@dataclass
+class Prestarted:
+    """What runtime/prestart hands the arbiter: the cgroup tree it built, the workers by watcher name."""
+
+    tree: kcg.CgroupTree | None
+    workers: dict[str, list[Worker]] = field(default_factory=dict)
+    ended: str = ""  # why prestarting stopped where it did (logged by the arbiter)
+
+    def count(self) -> int:
+        return sum(len(ws) for ws in self.workers.values())
+
+
+class _Placement:
+    """The spawner's view of a watcher cgroup (spawnspec's `svc.cgroup(name)`): fds opened once."""
+
+    def __init__(self, cg: kcg.WatcherCgroup | None) -> None:
+        self._dir_fd = cg.dir_fd() if cg is not None and cg.path is not None else None
+        try:
+            self._v1_fds = cg.v1_procs_fds() if cg is not None else []
+        except OSError:
+            self.close()
+            raise
+
+    def dir_fd(self) -> int | None:
+        return self._dir_fd
+
+    def v1_procs_fds(self) -> list[int]:
+        return list(self._v1_fds)
+
+    def close(self) -> None:
+        for fd in [self._dir_fd, *getattr(self, "_v1_fds", [])]:
+            if fd is not None:
+                os.close(fd)
+        self._dir_fd = None
+        self._v1_fds = []
+
+
+class _Services:
+    """The slice of WatcherServices that spawnspec reads, for a watcher with no sockets and no notify."""
+
+    notify_socket = None
+
+    def __init__(self, placement: _Placement) -> None:
+        self._placement = placement
+
+    def cgroup(self, name: str) -> _Placement:
+        return self._placement
+
+    def socket_fd(self, name: str) -> int:
+        raise ValueError(f"socket {name}: not available before the arbiter binds it")
+
+    def all_sockets(self) -> list[str]:
+        return []
+
+
+def prestart(cfg: Any, environ: Mapping[str, str] | None = None) -> Prestarted | None:
+    """Spawn the workers of the watchers core/prestart.py lets through; None when there are none.
+
+    Call with circusd's signals already blocked (runtime/signals.block): a worker that dies before the
+    arbiter's signalfd exists is still reported by it.
+    """
+    watchers, ended = policy.plan(cfg, os.environ if environ is None else environ)
+    if not watchers:
+        return None
+    try:
+        tree = kcg.tree_for(getattr(cfg.circus, "cgroup_root", None))
+    except kcg.CgroupError:
+        return None  # the arbiter's CgroupManager tries again, and says why it runs without cgroups
+    out = Prestarted(tree, ended=ended)
+    native.set_child_subreaper()  # as the arbiter's setup does: orphans of our workers come back to us
+    for wcfg in watchers:
+        workers, failed = _spawn_pool(tree, wcfg)
+        if workers:
+            out.workers[wcfg.name] = workers
+        if failed is not None:
+            out.ended = f"watcher {wcfg.name}: {failed}"
+            break
+    return out
+
+
+def _spawn_pool(tree: kcg.CgroupTree | None, wcfg: Any) -> tuple[list[Worker], str | None]:
+    """Workers wid 1..numprocesses of one watcher; (the workers, why it stopped early or None)."""
+    try:
+        cg = tree.watcher(wcfg.name) if tree is not None else None
+        if cg is not None:
+            cg.apply_limits(kcg.CgroupLimits.of(wcfg.cgroup))
+        placement = _Placement(cg)
+    except (kcg.CgroupError, OSError) as exc:
+        return [], f"its cgroup: {exc}"
+    svc = _Services(placement)
+    workers: list[Worker] = []
+    try:
+        for wid in range(1, wcfg.numprocesses + 1):
+            t0 = time.monotonic()
+            try:
+                spec, argv = build_spawn_spec(wcfg, wid, svc)
+                child = native.spawn(spec)
+            except (native.SpawnError, OSError, ValueError) as exc:
+                return workers, f"spawn of wid {wid}: {exc}"
+            now = time.monotonic()
+            workers.append(
+                Worker(child.pid, child.pidfd, wid, argv, time.time(), now, round((now - t0) * 1000.0, 3))
+            )
+    finally:
+        placement.close()
+    return workers, None

@@ -24,7 +24,9 @@ Run the circus-linux arbiter in the foreground: start every autostart watcher of
 order and keep their workers alive. Without CONFIG, runs the embedded example config (a small pool of
 shell workers that print a line every few seconds). Signals: TERM/INT/QUIT stop everything and exit 0,
 HUP re-reads the config and reloads the workers gracefully, USR2 re-executes circusd in place (same
-PID) keeping its workers and listening sockets (as `circusctl upgrade`).
+PID) keeping its workers and listening sockets (as `circusctl upgrade`). Watchers without hooks,
+sockets, notify, captured output or warmup_delay get their workers spawned before the rest of circusd
+is loaded (CIRCUS_LINUX_PRESTART=0 in the environment turns that off).
 """
 
 

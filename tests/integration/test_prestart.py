@@ -1,0 +1,122 @@
+"""Workers spawned before circusd's event loop exists (runtime/prestart.py) and adopted by the arbiter.
+
+Real circusd processes; what the workers are is read from /proc (parent, cgroup, CIRCUS_WID).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from conftest import wait_for
+
+
+def _ppid(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2 :].split()[1])
+
+
+def _wid(pid: int) -> int:
+    env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return int(next(e for e in env if e.startswith(b"CIRCUS_WID=")).split(b"=", 1)[1])
+
+
+def _children(pid: int) -> list[int]:
+    return [int(k) for k in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _cgroups(pid: int) -> str:
+    return Path(f"/proc/{pid}/cgroup").read_text()
+
+
+def test_prestarted_workers_are_supervised_like_any_other(circusd: Any, cgroup_root: str) -> None:
+    d = circusd(
+        "[watcher:early]\ncmd = /bin/sleep 1000\nnumprocesses = 3\npriority = 2\n"
+        # warmup_delay needs the event loop: this watcher ends the prestart and is spawned by the arbiter.
+        "[watcher:late]\ncmd = /bin/sleep 1000\nnumprocesses = 2\npriority = 1\nwarmup_delay = 0.01\n"
+    )
+    wait_for(lambda: len(d.pids("late")) == 2, what="the late watcher's 2 workers")
+    log = d.log_text()
+    assert "prestart: 3 workers spawned before the event loop (early 3)" in log, log
+    assert "it ended at watcher late: it has a warmup_delay" in log, log
+    pids = d.pids("early")
+    assert len(pids) == 3
+    for pid in pids:
+        assert _ppid(pid) == d.proc.pid
+        assert f"{cgroup_root}/early\n" in _cgroups(pid), _cgroups(pid)
+    assert sorted(_wid(p) for p in pids) == [1, 2, 3]
+
+    # A prestarted worker that dies is replaced under the same wid, as any worker would be.
+    victim = pids[0]
+    wid = _wid(victim)
+    os.kill(victim, signal.SIGKILL)
+    new = wait_for(lambda: [p for p in d.pids("early") if p not in pids], what="a replacement")
+    assert _wid(new[0]) == wid
+    # Stop and start: the watcher owns them.
+    assert d.call("stop", name="early", waiting=True)["status"] == "ok"
+    assert d.pids("early") == []
+    assert set(_children(d.proc.pid)).isdisjoint([*pids, new[0]])  # stopped and reaped
+    assert d.call("start", name="early", waiting=True)["status"] == "ok"
+    assert len(d.pids("early")) == 3
+
+
+def test_prestart_can_be_switched_off(circusd: Any) -> None:
+    d = circusd("[watcher:w]\ncmd = /bin/sleep 1000\nnumprocesses = 2\n", env={"CIRCUS_LINUX_PRESTART": "0"})
+    wait_for(lambda: len(d.pids("w")) == 2, what="2 workers")
+    assert "prestart:" not in d.log_text()
+
+
+def test_workers_that_exit_at_once_are_reaped_and_replaced(circusd: Any, tmp_path: Path) -> None:
+    # Each wid's first worker exits at once (most likely before the arbiter exists); its replacement
+    # stays. Whether the exit is seen by the arbiter's first reap or later, the pool must end up whole.
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    cmd = f"test -e {flags}/$(circus.wid) || {{ touch {flags}/$(circus.wid); exit 3; }}; exec sleep 1000"
+    d = circusd(f"[watcher:w]\ncmd = {cmd}\nshell = true\nnumprocesses = 4\n")
+    assert "prestart: 4 workers" in d.log_text()
+    wait_for(lambda: len(d.pids("w")) == 4, what="4 workers")
+    wait_for(lambda: sorted(os.listdir(flags)) == ["1", "2", "3", "4"], what="every wid's first run")
+
+    def settled() -> bool:
+        pids = d.pids("w")
+        comms = [Path(f"/proc/{p}/comm").read_text().strip() for p in pids]
+        return len(pids) == 4 and comms == ["sleep"] * 4
+
+    wait_for(settled, what="4 sleeping replacements")
+    # No zombie is left among circusd's children: every early exit was reaped.
+    kids = _children(d.proc.pid)
+    states = [Path(f"/proc/{k}/stat").read_text().rsplit(")", 1)[1].split()[0] for k in kids]
+    assert "Z" not in states and len(kids) == 4
+
+
+PRESTART_ONLY = """
+import os, sys
+from circus_linux.config import load
+from circus_linux.runtime import signals
+from circus_linux.runtime.prestart import prestart
+cfg = load(sys.argv[1])
+signals.block()
+pre = prestart(cfg, {})
+assert "asyncio" not in sys.modules, "prestart imported asyncio"
+assert pre is not None and pre.count() == 2, pre
+for w in pre.workers["w"]:
+    os.kill(w.pid, 9)
+    os.waitpid(w.pid, 0)
+print("ok", sorted(w.wid for w in pre.workers["w"]))
+"""
+
+
+def test_prestart_spawns_without_importing_asyncio(tmp_path: Path, cgroup_root: str) -> None:
+    ini = tmp_path / "c.ini"
+    ini.write_text(
+        f"[circus]\ncgroup_root = {cgroup_root}\n[watcher:w]\ncmd = /bin/sleep 1000\nnumprocesses = 2\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-P", "-c", PRESTART_ONLY, str(ini)], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok [1, 2]"

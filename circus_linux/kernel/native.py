@@ -238,12 +238,12 @@ def pidfd_send_signal(pidfd: int, sig: int) -> None:
     signal.pidfd_send_signal(pidfd, sig)
 
 
-def waitid_pidfd(pidfd: int) -> ExitStatus | None:
-    """Reap the child behind pidfd if it has exited (WNOHANG), else None.
+def waitid_pidfd(pidfd: int, block: bool = False) -> ExitStatus | None:
+    """Reap the child behind pidfd if it has exited (WNOHANG), else None; with block, wait for its exit.
 
     ChildProcessError when it was already reaped (by us or by a P_ALL waiter).
     """
-    res = os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
+    res = os.waitid(os.P_PIDFD, pidfd, os.WEXITED | (0 if block else os.WNOHANG))
     return None if res is None else ExitStatus.from_waitid(res)
 
 

@@ -122,11 +122,12 @@ class Arbiter:
 
     def _adopt_prestarted(self, pre: Any) -> None:
         """Take the workers runtime/prestart spawned before the loop; their watchers start as usual after."""
-        for name, workers in pre.workers.items():
-            self.watchers[name].adopt_prestarted(workers)
         counts = ", ".join(f"{name} {len(ws)}" for name, ws in pre.workers.items())
         log.info("prestart: %d workers spawned before the event loop (%s); it ended at %s",
                  pre.count(), counts, pre.ended)
+        for name, workers in pre.workers.items():
+            self.watchers[name].adopt_prestarted(workers)
+        pre.workers.clear()  # ours now: circusd's last-resort Prestarted.discard() must not touch them
         self._reap_all()  # whatever died before the signalfd existed
 
     def _adopt(self, handed: handover.UpgradeState) -> None:

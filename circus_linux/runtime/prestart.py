@@ -17,7 +17,9 @@ This module must not import asyncio (a test checks it).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -52,6 +54,19 @@ class Prestarted:
 
     def count(self) -> int:
         return sum(len(ws) for ws in self.workers.values())
+
+    def discard(self) -> None:
+        """SIGKILL and reap the workers nobody adopted: circusd failed between spawning and adopting them
+        (a socket that cannot be bound, say), so its normal start would never have run them. Once the
+        arbiter adopted them (it empties `workers`), this does nothing."""
+        for workers in self.workers.values():
+            for w in workers:
+                with contextlib.suppress(ProcessLookupError):
+                    native.pidfd_send_signal(w.pidfd, signal.SIGKILL)
+                with contextlib.suppress(ChildProcessError):
+                    native.waitid_pidfd(w.pidfd, block=True)
+                os.close(w.pidfd)
+        self.workers.clear()
 
 
 class _Placement:
@@ -112,13 +127,17 @@ def prestart(cfg: Any, environ: Mapping[str, str] | None = None) -> Prestarted |
         return None  # the arbiter's CgroupManager tries again, and says why it runs without cgroups
     out = Prestarted(tree, ended=ended)
     native.set_child_subreaper()  # as the arbiter's setup does: orphans of our workers come back to us
-    for wcfg in watchers:
-        workers, failed = _spawn_pool(tree, wcfg)
-        if workers:
-            out.workers[wcfg.name] = workers
-        if failed is not None:
-            out.ended = f"watcher {wcfg.name}: {failed}"
-            break
+    try:
+        for wcfg in watchers:
+            workers, failed = _spawn_pool(tree, wcfg)
+            if workers:
+                out.workers[wcfg.name] = workers
+            if failed is not None:
+                out.ended = f"watcher {wcfg.name}: {failed}"
+                break
+    except BaseException:
+        out.discard()  # a bug here must not leave workers nobody supervises
+        raise
     return out
 
 
@@ -132,7 +151,7 @@ def _spawn_pool(tree: kcg.CgroupTree | None, wcfg: Any) -> tuple[list[Worker], s
     except (kcg.CgroupError, OSError) as exc:
         return [], f"its cgroup: {exc}"
     svc = _Services(placement)
-    workers: list[Worker] = []
+    workers: list[Worker] = []  # also kept on failure: prestart() then discards them with the rest
     try:
         for wid in range(1, wcfg.numprocesses + 1):
             t0 = time.monotonic()

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from conftest import wait_for
+from conftest import circusd_argv, wait_for
 
 
 def _ppid(pid: int) -> int:
@@ -120,3 +121,43 @@ def test_prestart_spawns_without_importing_asyncio(tmp_path: Path, cgroup_root: 
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok [1, 2]"
+
+
+def _alive_with_argv(marker: str) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+                state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if marker.encode() in argv and state != "Z":
+                out.append(int(entry))
+    return out
+
+
+def test_workers_are_killed_when_circusd_fails_before_adopting_them(tmp_path: Path) -> None:
+    # The socket of the second watcher cannot be bound, so the arbiter's setup fails after the first
+    # watcher's workers were prestarted: circusd must not exit leaving them unsupervised. No cgroups,
+    # so no cgroup kill at shutdown can hide a leak.
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    marker = f"1000.{os.getpid()}{port}"  # a sleep argument nobody else uses
+    ini = tmp_path / "c.ini"
+    ini.write_text(
+        f"[circus]\nendpoint = ipc://{tmp_path}/c.sock\npubsub_endpoint = ipc://{tmp_path}/p.sock\n"
+        "cgroup_root = no\n"
+        f"[watcher:early]\ncmd = /bin/sleep {marker}\nnumprocesses = 3\npriority = 2\n"
+        f"[socket:web]\nhost = 127.0.0.1\nport = {port}\n"
+        "[watcher:web]\ncmd = /bin/sleep 1000\nuse_sockets = true\n"
+    )
+    try:
+        out = subprocess.run(circusd_argv(str(ini)), capture_output=True, text=True, timeout=60)
+    finally:
+        taken.close()
+    assert out.returncode != 0
+    assert "cannot bind" in out.stderr, out.stderr
+    assert _alive_with_argv(marker) == []

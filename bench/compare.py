@@ -183,25 +183,6 @@ def wait_exact(pool: scenarios.Pool, n: int, before: set[int] | None, timeout: f
         time.sleep(scenarios.BULK_POLL)
 
 
-def idle(target: Any, window: float) -> tuple[float, float, float]:
-    """(CPU % by schedstat, CPU % by ticks, RSS MiB) of the supervisor and its helper processes."""
-    pids = [target.pid, *target.extra_pids()]
-    time.sleep(scenarios.SETTLE)  # not measured: the tail of the start (scenarios.SETTLE)
-    t0 = time.monotonic()
-    ticks0 = [procfs.cpu_ticks(p) for p in pids]
-    ns0 = [procfs.cpu_ns(p) for p in pids]
-    time.sleep(window)  # the measurement window itself: nothing is awaited here
-    ticks1 = [procfs.cpu_ticks(p) for p in pids]
-    ns1 = [procfs.cpu_ns(p) for p in pids]
-    wall = time.monotonic() - t0
-    rss = [procfs.rss_kib(p) for p in pids]
-    if None in ticks0 + ticks1 + ns0 + ns1 + rss or not target.alive():
-        raise scenarios.Timeout(f"{target.label} exited during the idle window")
-    ticks = sum(b - a for a, b in zip(ticks0, ticks1, strict=True))  # type: ignore[operator,misc]
-    ns = sum(b - a for a, b in zip(ns0, ns1, strict=True))  # type: ignore[operator,misc]
-    return 100.0 * ns / 1e9 / wall, 100.0 * ticks / procfs.CLK_TCK / wall, sum(rss) / 1024.0  # type: ignore[arg-type]
-
-
 def _median_of(fn: Callable[[], float], count: int) -> float:
     return statistics.median(fn() for _ in range(count))
 
@@ -215,10 +196,10 @@ def run_main(target: Any, n: int, comm: str, args: argparse.Namespace, s: Series
         first, seen = scenarios.wait_pool(pool, n, frozenset(), timeout, f"{n} workers at cold start")
         s.add("cold_running", (seen - target.t0) * 1e3)
         s.add("cold_spawn", (seen - first) * 1e3)
-        ns, ticks, rss = idle(target, args.idle)
-        s.add("idle_ns", ns)
-        s.add("idle_ticks", ticks)
-        s.add("rss", rss)
+        quiet = scenarios.idle(target, args.idle)
+        s.add("idle_ns", quiet.cpu_pct_ns)
+        s.add("idle_ticks", quiet.cpu_pct_ticks)
+        s.add("rss", quiet.rss_mib)
         if hasattr(target, "cli_rtt"):
             try:
                 s.add("ctl_cli", _median_of(target.cli_rtt, args.calls) * 1e3)

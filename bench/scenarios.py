@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -197,20 +198,27 @@ SETTLE = 1.0
 
 
 def idle(target: Target, window: float) -> Idle:
-    """The supervisor's own CPU over `window` seconds with its workers up and nothing happening."""
+    """The supervisor's own CPU over `window` seconds with its workers up and nothing happening; with its
+    helper processes (`target.extra_pids()`, e.g. Circus's circusd-stats) counted in, CPU and RSS."""
     assert target.pid is not None
-    pid = target.pid
+    extra = getattr(target, "extra_pids", None)
+    pids = [target.pid, *(extra() if extra is not None else [])]
+
+    def read(probe: Callable[[int], int | None]) -> list[int]:
+        values = [probe(p) for p in pids]
+        if any(v is None for v in values) or not target.alive():
+            raise Timeout(f"{target.label} exited during the idle window")
+        return [v for v in values if v is not None]
+
     time.sleep(SETTLE)  # not measured: see SETTLE
     t0 = time.monotonic()
-    ticks0, ns0 = procfs.cpu_ticks(pid), procfs.cpu_ns(pid)
+    ticks0, ns0 = read(procfs.cpu_ticks), read(procfs.cpu_ns)
     time.sleep(window)  # the measurement window itself: nothing is awaited here
-    ticks1, ns1 = procfs.cpu_ticks(pid), procfs.cpu_ns(pid)
+    ticks1, ns1 = read(procfs.cpu_ticks), read(procfs.cpu_ns)
     wall = time.monotonic() - t0
-    rss = procfs.rss_kib(pid)
-    if ticks0 is None or ticks1 is None or ns0 is None or ns1 is None or rss is None or not target.alive():
-        raise Timeout(f"{target.label} exited during the idle window")
+    rss = read(procfs.rss_kib)
     return Idle(
-        cpu_pct_ticks=100.0 * (ticks1 - ticks0) / procfs.CLK_TCK / wall,
-        cpu_pct_ns=100.0 * (ns1 - ns0) / 1e9 / wall,
-        rss_mib=rss / 1024.0,
+        cpu_pct_ticks=100.0 * (sum(ticks1) - sum(ticks0)) / procfs.CLK_TCK / wall,
+        cpu_pct_ns=100.0 * (sum(ns1) - sum(ns0)) / 1e9 / wall,
+        rss_mib=sum(rss) / 1024.0,
     )

@@ -17,9 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-CACHE = Path("/var/cache/circus-linux-bench")
-# The venv tests/integration/test_circus_compat.py builds: used when PyPI cannot be reached.
-TEST_CIRCUS_VENV = Path("/var/cache/circus-linux-test/circus-0.19-venv")
+CACHE = Path("/var/cache/circus-linux-bench")  # tests/integration/test_circus_compat.py uses it too
 
 
 @dataclass(frozen=True)
@@ -76,8 +74,6 @@ def ensure(peer: Peer, log: object = sys.stderr) -> Path:
             timeout=900,
         )
         if pip.returncode != 0:
-            if peer is CIRCUS and _usable(TEST_CIRCUS_VENV, peer):
-                return TEST_CIRCUS_VENV
             raise RuntimeError(f"pip install {' '.join(peer.requirements)} failed:\n{pip.stderr[-800:]}")
         # A venv's scripts hard-code their interpreter's path: point them at the final location.
         for script in (tmp / "v" / "bin").iterdir():

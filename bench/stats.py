@@ -5,8 +5,8 @@
 
 "off" = the stream is bound but nobody subscribes (XPUB tells circusd, which then skips the sampling);
 "on" = one SUB subscribed to "stat." draining everything. The same measure is taken, when a Circus 0.19
-venv is present (tests/integration/test_circus_compat.py builds it at CIRCUS_VENV), for Circus's circusd
-alone ("off") and circusd + circusd-stats with a subscriber ("on"); CPU of both processes is summed.
+venv is present (bench/peers.py builds it at CIRCUS_VENV: compare.py and the compat test do), for Circus's
+circusd alone ("off") and circusd + circusd-stats with a subscriber ("on"); CPU of both processes is summed.
 Run as root (circusd makes a cgroup root /circus-bench-stats-<pid>). Reads /proc only; never signals
 circusd except the final SIGTERM; every leftover child is killed (the benchmark is a child subreaper).
 """
@@ -29,9 +29,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import peers
 import zmq
 
-CIRCUS_VENV = Path("/var/cache/circus-linux-test/circus-0.19-venv")
+CIRCUS_VENV = peers.venv_path(peers.CIRCUS)
 PROJECT = Path(__file__).resolve().parents[1]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PR_SET_CHILD_SUBREAPER = 36

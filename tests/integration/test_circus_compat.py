@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import wait_for
 
-CACHE = Path("/var/cache/circus-linux-test/circus-0.19-venv")
+# The peers' throw-away venvs are bench/peers.py's (pinned, cached in /var/cache/circus-linux-bench): the
+# benchmark and this test share one builder and one Circus 0.19 venv.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+import peers
+
 SECTIONS = """
 [watcher:web]
 cmd = sleep 600
@@ -23,44 +25,11 @@ flapping.max_retry = 3
 
 
 def circus_venv() -> Path:
-    """A venv with circus==0.19.0, built once and cached; skipped (reason given) when pip cannot get it."""
-    if (CACHE / "bin" / "circusctl").exists():
-        return CACHE
-    CACHE.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix="circus-venv-", dir="/var/tmp"))
+    """Circus 0.19's venv, built once and cached; skipped (reason given) when pip cannot get it."""
     try:
-        # Debian's python: Circus 0.19 supports it, and the venv does not depend on pyenv's shims
-        python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
-        subprocess.run([python, "-m", "venv", str(tmp / "venv")], check=True, capture_output=True)
-        pip = subprocess.run(
-            [
-                str(tmp / "venv" / "bin" / "pip"),
-                "install",
-                "-q",
-                "--disable-pip-version-check",
-                "circus==0.19.0",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        if pip.returncode != 0:
-            pytest.skip(f"cannot install circus==0.19.0 (package index unreachable?): {pip.stderr[-500:]}")
-        try:
-            os.rename(tmp / "venv", CACHE)  # atomic: a concurrent run either sees a whole venv or none
-        except OSError:
-            if not (CACHE / "bin" / "circusctl").exists():
-                raise
-        # a venv's scripts hard-code their interpreter path: rebuild the shebangs for the final location
-        for script in (CACHE / "bin").iterdir():
-            if script.is_file() and not script.is_symlink():
-                head = script.read_bytes()[:200]
-                if head.startswith(b"#!") and str(tmp).encode() in head:
-                    text = script.read_bytes().replace(str(tmp / "venv").encode(), str(CACHE).encode())
-                    script.write_bytes(text)
-        return CACHE
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        return peers.ensure(peers.CIRCUS, sys.stderr)
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        pytest.skip(f"cannot build Circus 0.19's venv (package index unreachable?): {str(exc)[-500:]}")
 
 
 @pytest.fixture(scope="module")

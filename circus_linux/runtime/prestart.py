@@ -129,9 +129,10 @@ def prestart(cfg: Any, environ: Mapping[str, str] | None = None) -> Prestarted |
     native.set_child_subreaper()  # as the arbiter's setup does: orphans of our workers come back to us
     try:
         for wcfg in watchers:
-            workers, failed = _spawn_pool(tree, wcfg)
-            if workers:
-                out.workers[wcfg.name] = workers
+            workers = out.workers.setdefault(wcfg.name, [])
+            failed = _spawn_pool(tree, wcfg, workers)
+            if not workers:
+                del out.workers[wcfg.name]
             if failed is not None:
                 out.ended = f"watcher {wcfg.name}: {failed}"
                 break
@@ -141,17 +142,17 @@ def prestart(cfg: Any, environ: Mapping[str, str] | None = None) -> Prestarted |
     return out
 
 
-def _spawn_pool(tree: kcg.CgroupTree | None, wcfg: Any) -> tuple[list[Worker], str | None]:
-    """Workers wid 1..numprocesses of one watcher; (the workers, why it stopped early or None)."""
+def _spawn_pool(tree: kcg.CgroupTree | None, wcfg: Any, workers: list[Worker]) -> str | None:
+    """Spawn wids 1..numprocesses of one watcher into `workers` (each as soon as it exists, so nothing is
+    lost if this raises); returns why it stopped early, or None."""
     try:
         cg = tree.watcher(wcfg.name) if tree is not None else None
         if cg is not None:
             cg.apply_limits(kcg.CgroupLimits.of(wcfg.cgroup))
         placement = _Placement(cg)
     except (kcg.CgroupError, OSError) as exc:
-        return [], f"its cgroup: {exc}"
+        return f"its cgroup: {exc}"
     svc = _Services(placement)
-    workers: list[Worker] = []  # also kept on failure: prestart() then discards them with the rest
     try:
         for wid in range(1, wcfg.numprocesses + 1):
             t0 = time.monotonic()
@@ -159,11 +160,11 @@ def _spawn_pool(tree: kcg.CgroupTree | None, wcfg: Any) -> tuple[list[Worker], s
                 spec, argv = build_spawn_spec(wcfg, wid, svc)
                 child = native.spawn(spec)
             except (native.SpawnError, OSError, ValueError) as exc:
-                return workers, f"spawn of wid {wid}: {exc}"
+                return f"spawn of wid {wid}: {exc}"
             now = time.monotonic()
             workers.append(
                 Worker(child.pid, child.pidfd, wid, argv, time.time(), now, round((now - t0) * 1000.0, 3))
             )
     finally:
         placement.close()
-    return workers, None
+    return None

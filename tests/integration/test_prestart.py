@@ -13,7 +13,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import circusd_argv, wait_for
+
+from circus_linux.kernel import native
 
 
 def _ppid(pid: int) -> int:
@@ -161,3 +164,35 @@ def test_workers_are_killed_when_circusd_fails_before_adopting_them(tmp_path: Pa
     assert out.returncode != 0
     assert "cannot bind" in out.stderr, out.stderr
     assert _alive_with_argv(marker) == []
+
+
+def test_a_bug_in_the_middle_of_a_pool_leaves_no_worker_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An exception prestart does not expect (here: building wid 3's spec) propagates, and the workers
+    # it had already spawned (wids 1 and 2) are killed and reaped, their pidfds closed.
+    from circus_linux.config import loads
+    from circus_linux.runtime import prestart as mod
+
+    real, real_spawn = mod.build_spawn_spec, native.spawn
+    spawned: list[int] = []
+
+    def build(wcfg: Any, wid: int, svc: Any) -> Any:
+        if wid == 3:
+            raise RuntimeError("boom")
+        return real(wcfg, wid, svc)
+
+    def spawn(spec: Any) -> Any:
+        child = real_spawn(spec)
+        spawned.append(child.pid)
+        return child
+
+    monkeypatch.setattr(mod, "build_spawn_spec", build)
+    monkeypatch.setattr(mod.native, "spawn", spawn)
+    cfg = loads("[circus]\ncgroup_root = no\n[watcher:w]\ncmd = /bin/sleep 1000\nnumprocesses = 4\n")
+    with pytest.raises(RuntimeError, match="boom"):
+        mod.prestart(cfg, {})
+    assert len(spawned) == 2
+    for pid in spawned:
+        with pytest.raises(ChildProcessError):  # already reaped by discard()
+            os.waitpid(pid, os.WNOHANG)

@@ -143,8 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         _notify_errno(exc)
         return ExitCode.RUNTIME
     finally:
-        if prestarted is not None:
-            prestarted.discard()  # only workers the arbiter never adopted (it failed before): no one else's
+        prestarted.discard()  # only workers the arbiter never adopted (it failed before): no one else's
         if pidfile:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(pidfile)

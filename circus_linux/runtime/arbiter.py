@@ -122,6 +122,9 @@ class Arbiter:
 
     def _adopt_prestarted(self, pre: Any) -> None:
         """Take the workers runtime/prestart spawned before the loop; their watchers start as usual after."""
+        if not pre.workers:
+            log.debug("prestart: no worker spawned before the event loop; it ended at %s", pre.ended)
+            return
         counts = ", ".join(f"{name} {len(ws)}" for name, ws in pre.workers.items())
         log.info("prestart: %d workers spawned before the event loop (%s); it ended at %s",
                  pre.count(), counts, pre.ended)

@@ -112,19 +112,20 @@ class _Services:
         return []
 
 
-def prestart(cfg: Any, environ: Mapping[str, str] | None = None) -> Prestarted | None:
-    """Spawn the workers of the watchers core/prestart.py lets through; None when there are none.
+def prestart(cfg: Any, environ: Mapping[str, str] | None = None) -> Prestarted:
+    """Spawn the workers of the watchers core/prestart.py lets through (maybe none: `ended` says why).
 
     Call with circusd's signals already blocked (runtime/signals.block): a worker that dies before the
     arbiter's signalfd exists is still reported by it.
     """
     watchers, ended = policy.plan(cfg, os.environ if environ is None else environ)
     if not watchers:
-        return None
+        return Prestarted(None, ended=ended)
     try:
         tree = kcg.tree_for(getattr(cfg.circus, "cgroup_root", None))
-    except kcg.CgroupError:
-        return None  # the arbiter's CgroupManager tries again, and says why it runs without cgroups
+    except kcg.CgroupError as exc:
+        # The arbiter's CgroupManager tries again, and says why it runs without cgroups.
+        return Prestarted(None, ended=f"the cgroup tree: {exc}")
     out = Prestarted(tree, ended=ended)
     native.set_child_subreaper()  # as the arbiter's setup does: orphans of our workers come back to us
     try:

@@ -35,6 +35,8 @@ Public API
     ``events_path``/``open_events()``, ``kill()``, ``signal_all(sig)``, ``freeze()``/``thaw()``,
     ``wait_empty(timeout)``, ``remove()``, ``apply_limits(CgroupLimits) -> {limit: Backend}``,
     ``stats() -> CgroupStats``.
+``Placement(WatcherCgroup)``: the spawner's fds of one watcher cgroup (``dir_fd()``, ``v1_procs_fds()``),
+    opened once and kept until ``close()``; ``tree_for(cgroup_root)``: the tree a config asks for.
 ``EventsMonitor`` (cgroup_events.py): one epoll fd for many cgroup.events / memory.events files; give
     ``fileno()`` to ``loop.add_reader`` and call ``poll()`` when readable.
 
@@ -79,6 +81,7 @@ __all__ = [
     "CgroupTree",
     "CgroupUnavailable",
     "EventsMonitor",
+    "Placement",
     "TreeMode",
     "V1Hierarchy",
     "WatcherCgroup",
@@ -424,6 +427,34 @@ class WatcherCgroup:
     def stats(self) -> CgroupStats:
         """Sample the counters; each field group says its source in ``backends``."""
         return read_stats(self.path, self.v1_paths)
+
+
+class Placement:
+    """The fds the spawner needs to put a child into a watcher's cgroup, opened once rather than at every
+    spawn: ``dir_fd()`` for CLONE_INTO_CGROUP (None without a v2 directory) and ``v1_procs_fds()``.
+    ``close()`` closes them (idempotent)."""
+
+    def __init__(self, cg: WatcherCgroup) -> None:
+        self._dir_fd = cg.dir_fd() if cg.path is not None else None
+        self._v1_fds: list[int] = []
+        try:
+            self._v1_fds = cg.v1_procs_fds()
+        except OSError:
+            self.close()
+            raise
+
+    def dir_fd(self) -> int | None:
+        return self._dir_fd
+
+    def v1_procs_fds(self) -> list[int]:
+        return list(self._v1_fds)
+
+    def close(self) -> None:
+        for fd in [self._dir_fd, *self._v1_fds]:
+            if fd is not None:
+                os.close(fd)
+        self._dir_fd = None
+        self._v1_fds = []
 
 
 def tree_for(cgroup_root: str | None) -> CgroupTree | None:

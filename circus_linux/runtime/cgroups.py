@@ -50,14 +50,13 @@ _COUNTERS: dict[str, dict[str, tuple[str, str]]] = {
 }
 
 
-class WatcherHandle:
-    """A watcher's cgroup plus the fds the spawner needs, opened once rather than at every spawn."""
+class WatcherHandle(kcg.Placement):
+    """A watcher's cgroup plus the fds the spawner needs (kernel/cgroup.Placement), and its event state."""
 
     def __init__(self, cg: kcg.WatcherCgroup, manager: CgroupManager | None = None) -> None:
+        super().__init__(cg)
         self.cg = cg
         self._manager = manager
-        self._dir_fd = cg.dir_fd() if cg.path is not None else None
-        self._v1_fds = cg.v1_procs_fds()
         self.backends: dict[str, str] = {}  # limit -> backend that took it
         self.counters: dict[str, dict[str, int]] = {}  # "memory"/"pids" -> last counter values seen
         self.pending: dict[str, int] = {}  # limit -> hits not yet reported (rate limit)
@@ -65,12 +64,6 @@ class WatcherHandle:
         self.pids_file: str | None = None  # pids.events, when it exists (v2 or v1)
         self.pids_notified = False  # True when pids.events is the v2 file (kernel notifies changes)
         self.pids_limited = False  # a pids_max is set: only then can pids.events count anything of ours
-
-    def dir_fd(self) -> int | None:
-        return self._dir_fd
-
-    def v1_procs_fds(self) -> list[int]:
-        return list(self._v1_fds)
 
     def kill(self) -> None:
         self.cg.kill()
@@ -84,17 +77,6 @@ class WatcherHandle:
             return await self._manager.wait_empty(self, timeout)
         # No manager loop hook: the kernel wait runs in a thread, bounded by the same timeout.
         return await asyncio.to_thread(self.cg.wait_empty, timeout)
-
-    def close(self) -> None:
-        for fd in [self._dir_fd, *self._v1_fds]:
-            if fd is not None:
-                os.close(fd)
-        self._dir_fd = None
-        self._v1_fds = []
-
-
-def _limits(lim: Any) -> kcg.CgroupLimits:
-    return kcg.CgroupLimits.of(lim)
 
 
 class CgroupManager:
@@ -159,7 +141,7 @@ class CgroupManager:
 
     def apply(self, cfg: Any) -> dict[str, str]:
         """Write every configured limit of ``cfg`` to its watcher's cgroup; returns limit -> backend."""
-        return self.apply_limits(cfg.name, _limits(cfg.cgroup))
+        return self.apply_limits(cfg.name, kcg.CgroupLimits.of(cfg.cgroup))
 
     def apply_limits(self, name: str, limits: kcg.CgroupLimits) -> dict[str, str]:
         """Write the limits that are not None; raises CgroupError when the kernel refuses a value."""

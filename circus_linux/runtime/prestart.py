@@ -69,40 +69,15 @@ class Prestarted:
         self.workers.clear()
 
 
-class _Placement:
-    """The spawner's view of a watcher cgroup (spawnspec's `svc.cgroup(name)`): fds opened once."""
-
-    def __init__(self, cg: kcg.WatcherCgroup | None) -> None:
-        self._dir_fd = cg.dir_fd() if cg is not None and cg.path is not None else None
-        try:
-            self._v1_fds = cg.v1_procs_fds() if cg is not None else []
-        except OSError:
-            self.close()
-            raise
-
-    def dir_fd(self) -> int | None:
-        return self._dir_fd
-
-    def v1_procs_fds(self) -> list[int]:
-        return list(self._v1_fds)
-
-    def close(self) -> None:
-        for fd in [self._dir_fd, *getattr(self, "_v1_fds", [])]:
-            if fd is not None:
-                os.close(fd)
-        self._dir_fd = None
-        self._v1_fds = []
-
-
 class _Services:
     """The slice of WatcherServices that spawnspec reads, for a watcher with no sockets and no notify."""
 
     notify_socket = None
 
-    def __init__(self, placement: _Placement) -> None:
+    def __init__(self, placement: kcg.Placement | None) -> None:
         self._placement = placement
 
-    def cgroup(self, name: str) -> _Placement:
+    def cgroup(self, name: str) -> kcg.Placement | None:
         return self._placement
 
     def socket_fd(self, name: str) -> int:
@@ -150,7 +125,7 @@ def _spawn_pool(tree: kcg.CgroupTree | None, wcfg: Any, workers: list[Worker]) -
         cg = tree.watcher(wcfg.name) if tree is not None else None
         if cg is not None:
             cg.apply_limits(kcg.CgroupLimits.of(wcfg.cgroup))
-        placement = _Placement(cg)
+        placement = kcg.Placement(cg) if cg is not None else None
     except (kcg.CgroupError, OSError) as exc:
         return f"its cgroup: {exc}"
     svc = _Services(placement)
@@ -167,5 +142,6 @@ def _spawn_pool(tree: kcg.CgroupTree | None, wcfg: Any, workers: list[Worker]) -
                 Worker(child.pid, child.pidfd, wid, argv, time.time(), now, round((now - t0) * 1000.0, 3))
             )
     finally:
-        placement.close()
+        if placement is not None:
+            placement.close()
     return None

@@ -175,6 +175,10 @@ class SocketConfig:
     raw: Mapping[str, str] = field(default_factory=dict)
 
 
+# [plugin:NAME] runs as the singleton watcher `plugin:NAME` (runtime/plugins.py).
+PLUGIN_WATCHER_PREFIX = "plugin:"
+
+
 @dataclass(frozen=True)
 class PluginConfig:
     """A [plugin:NAME] section; `use` already maps circus.plugins.* to circus_linux.plugins.*."""

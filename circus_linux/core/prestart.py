@@ -13,11 +13,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from circus_linux.config.model import PLUGIN_WATCHER_PREFIX
+
 # `CIRCUS_LINUX_PRESTART=0` in circusd's environment turns prestarting off.
 ENV_SWITCH = "CIRCUS_LINUX_PRESTART"
 # Set by an in-place upgrade (runtime/upgrade.py STATE_ENV): the workers are adopted, never spawned anew.
 UPGRADE_ENV = "CIRCUS_LINUX_UPGRADE_FD"
-PLUGIN_PREFIX = "plugin:"  # runtime/plugins.py: [plugin:NAME] runs as watcher plugin:NAME
 
 
 def control_first(cfg: Any) -> bool:
@@ -29,7 +30,7 @@ def control_first(cfg: Any) -> bool:
         return True
     if getattr(cfg, "plugins", ()):
         return True
-    return any(w.name.startswith(PLUGIN_PREFIX) for w in cfg.watchers)
+    return any(w.name.startswith(PLUGIN_WATCHER_PREFIX) for w in cfg.watchers)
 
 
 def why_not(w: Any) -> str | None:

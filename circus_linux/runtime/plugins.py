@@ -9,9 +9,9 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
+from circus_linux.config.model import PLUGIN_WATCHER_PREFIX as PREFIX
 from circus_linux.config.model import CircusConfig, PluginConfig, WatcherConfig
 
-PREFIX = "plugin:"
 RUNNER = "circus_linux.plugins.run"
 # A plugin that cannot start (bad class, bad options) exits 2 at once: give up after a few tries rather than
 # crash-looping beside the real workers.

@@ -5,8 +5,9 @@ ZAP (ZeroMQ RFC 27) runs once per connection, during the CURVE handshake: a peer
 authorized never completes it, so not one of its frames reaches a socket's reader, and a subscriber never
 receives an event. Revoking a key (removing its file, then `reloadconfig` or SIGHUP) refuses every new
 handshake at once. Existing connections: on the control ROUTER every frame carries the peer's key (the
-ZAP User-Id) and the server drops frames from keys no longer authorized, so revocation is immediate there;
-an already-connected PUB subscriber keeps receiving until it disconnects (PUB cannot filter per peer).
+ZAP User-Id) and the server drops frames from keys no longer authorized, so revocation is immediate there.
+A PUB or XPUB cannot filter per peer, so the event and stats streams drop every connection instead
+(`rebind`): each subscriber reconnects on its own and goes through ZAP again, and a revoked one is refused.
 
 pyzmq's own `zmq.auth.asyncio.AsyncioAuthenticator` exists in pyzmq 24 and 27, but its overridable
 `handle_zap_message` changed from a plain to an async method between them; the handler here is small and
@@ -28,6 +29,7 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
+from circus_linux.control.zmqwait import readable
 from circus_linux.errors import CircusError
 
 log = logging.getLogger(__name__)
@@ -278,6 +280,38 @@ def bind_secured(
         sock.bind(endpoint)
     if path is not None and perms is not None:
         perms.apply(path)
+
+
+async def rebind(
+    sock: zmq.Socket[Any],
+    perms: IpcPermissions | None,
+    security: ServerSecurity | None,
+    timeout: float = 5.0,
+) -> str:
+    """Close every connection of a bound socket, then bind it again at the same address; returns it.
+
+    libzmq authenticates a peer once, at its handshake. Unbinding closes the listener and every
+    connection it accepted; the socket itself stays, with its options and its queue of unsent messages.
+    The new bind waits for the listener's ZMQ_EVENT_CLOSED: only then is the port free, or the old
+    ipc:// file no longer ours. Peers reconnect by themselves (ZMQ_RECONNECT_IVL) and pass ZAP again.
+    Raises zmq.ZMQError or OSError when the address cannot be bound again, TimeoutError when libzmq
+    never reports the close.
+    """
+    endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)  # resolved: tcp://0.0.0.0:5556, not tcp://*:5556
+    monitor = sock.get_monitor_socket(zmq.EVENT_CLOSED)
+    try:
+        sock.unbind(endpoint)
+        async with asyncio.timeout(timeout):
+            while True:
+                await readable(monitor)
+                frames = monitor.recv_multipart()
+                if int.from_bytes(frames[0][:2], "little") == zmq.EVENT_CLOSED:  # zmq_socket_monitor(3)
+                    break
+    finally:
+        sock.disable_monitor()
+        monitor.close(linger=0)
+    bind_secured(sock, endpoint, perms, security)
+    return endpoint
 
 
 # ----------------------------------------------------------------------------- command policy

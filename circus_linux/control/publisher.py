@@ -9,7 +9,7 @@ from typing import Any
 
 import zmq
 
-from circus_linux.control.auth import IpcPermissions, ServerSecurity, bind_secured
+from circus_linux.control.auth import IpcPermissions, ServerSecurity, bind_secured, rebind
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,18 @@ class Publisher:
             log.warning("publisher: event %s dropped: %s", topic, exc)
             return
         self.sent += 1
+
+    async def drop_subscribers(self) -> None:
+        """Close every subscriber's connection; each reconnects and authenticates again (auth.rebind).
+        Should the address be taken meanwhile, the stream closes and says why."""
+        if self._socket is None:
+            return
+        try:
+            await rebind(self._socket, self._ipc_perms, self._security)
+        except (zmq.ZMQError, OSError, TimeoutError) as exc:
+            log.error("event stream %s closed: cannot bind it again after dropping its subscribers: %s",
+                      self.endpoint, exc)  # fmt: skip
+            self.close()
 
     def close(self) -> None:
         if self._socket is not None:

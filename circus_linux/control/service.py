@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -53,10 +54,13 @@ class ControlService:
         self._started = False
         self._circus = circus
         self.web: Any = None  # circus_linux.web.service.WebService when [circus] httpd = true
+        self._drops: set[asyncio.Task[None]] = set()  # _drop_subscribers runs (owned: close cancels them)
+        self._drop_lock = asyncio.Lock()
 
     def _on_event(self, topic: str, payload: dict[str, Any]) -> None:
         # reloadconfig and SIGHUP both end with this event: re-read the authorized keys then, so a
-        # removed key file stops new handshakes (and, on the control socket, every further frame).
+        # removed key file stops new handshakes (and, on the control socket, every further frame), and
+        # the streams' subscribers are made to authenticate again.
         if topic != "arbiter.config_reloaded" or self.security is None:
             return
         circus = getattr(getattr(self.arbiter, "config", None), "circus", None)
@@ -71,6 +75,24 @@ class ControlService:
             ", ".join(added) or "none",
             ", ".join(removed) or "none",
         )
+        if removed:
+            loop = asyncio.get_running_loop()
+            task = loop.create_task(self._drop_subscribers(removed), name="drop-subscribers")
+            self._drops.add(task)
+            task.add_done_callback(self._drops.discard)
+
+    async def _drop_subscribers(self, revoked: list[str]) -> None:
+        """A PUB/XPUB cannot tell which subscriber holds a revoked key: every connection of both streams
+        is closed, and each subscriber comes back through ZAP (auth.rebind). One drop at a time."""
+        async with self._drop_lock:
+            streams = [s for s in (self.publisher, self.stats) if s is not None]
+            for stream in streams:
+                await stream.drop_subscribers()
+            log.info(
+                "key(s) %s revoked: every subscriber of %s reconnects and authenticates again",
+                ", ".join(revoked),
+                " and ".join(s.endpoint for s in streams),
+            )
 
     def _warn_exposure(self) -> None:
         if self.security is not None:
@@ -126,6 +148,10 @@ class ControlService:
         for listener in (self.publisher.emit, self._on_event):
             if listener in self.arbiter.listeners:
                 self.arbiter.listeners.remove(listener)
+        for task in list(self._drops):
+            task.cancel()
+        if self._drops:
+            await asyncio.gather(*self._drops, return_exceptions=True)
         if self.stats is not None:
             await self.stats.close()
         await self.server.close()

@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 import zmq
 
-from circus_linux.control.auth import IpcPermissions, ServerSecurity, bind_secured
+from circus_linux.control.auth import IpcPermissions, ServerSecurity, bind_secured, rebind
 from circus_linux.control.publisher import sync_context
+from circus_linux.control.zmqwait import readable
 
 if TYPE_CHECKING:
     from circus_linux.runtime.stats import StatsCollector
@@ -110,6 +111,19 @@ class StatsStream:
             self._socket.close()
             self._socket = None
 
+    async def drop_subscribers(self) -> None:
+        """Close every subscriber's connection; each reconnects and authenticates again (auth.rebind).
+        Their subscriptions come back with them. Should the address be taken meanwhile, the stream closes
+        and says why."""
+        if self._socket is None:
+            return
+        try:
+            await rebind(self._socket, self._ipc_perms, self._security)
+        except (zmq.ZMQError, OSError, TimeoutError) as exc:
+            log.error("stats stream %s closed: cannot bind it again after dropping its subscribers: %s",
+                      self.endpoint, exc)  # fmt: skip
+            await self.close()
+
     # ------------------------------------------------------------------ subscriptions
     def _read_subscriptions(self) -> None:
         """Drain XPUB's subscription messages: 1 + prefix subscribes, 0 + prefix unsubscribes."""
@@ -171,22 +185,9 @@ class StatsStream:
             await asyncio.sleep(delay)
 
     async def _until_subscribed(self) -> None:
-        """Wait for a message on the XPUB socket (a subscription), without polling.
-
-        zmq's FD only says "events may have changed": ZMQ_EVENTS is checked before every wait, which
-        also re-arms the notification (zmq_getsockopt(3), ZMQ_FD).
-        """
-        sock = self._socket
-        assert sock is not None
-        loop = asyncio.get_running_loop()
-        fd = int(sock.getsockopt(zmq.FD))  # an int for ZMQ_FD
-        while not int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
-            ready: asyncio.Future[None] = loop.create_future()
-            loop.add_reader(fd, _resolve, ready)
-            try:
-                await ready
-            finally:
-                loop.remove_reader(fd)
+        """Wait for a message on the XPUB socket (a subscription), without polling."""
+        assert self._socket is not None
+        await readable(self._socket)
         self._read_subscriptions()
 
     async def tick(self) -> None:
@@ -252,8 +253,3 @@ class StatsStream:
                 self._send(f"stat.sockets.{fd}", body)
             if per:
                 self._send("stat.sockets", total)
-
-
-def _resolve(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import zmq
 from conftest import circusd_argv, wait_for
+from zmq.utils.monitor import recv_monitor_message
 
 from circus_linux.cli import circusctl
 from circus_linux.control.client import CallError, Client
@@ -142,6 +143,90 @@ def test_revoked_key_stops_working_on_reloadconfig_and_sighup(circusd: Any, keys
     assert _answers(daemon.endpoint, bob, timeout=0.3) is None
     dstats = _answers(daemon.endpoint, alice, command="dstats")["info"]
     assert dstats["revoked_dropped"] >= 1
+
+
+class _Subscriber:
+    """A CURVE SUB with a monitor on its own connection: what it received, and whether it was cut off."""
+
+    def __init__(self, ctx: zmq.Context[Any], endpoint: str, keys: ClientKeys, prefix: bytes) -> None:
+        self.sock = ctx.socket(zmq.SUB)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        keys.apply(self.sock)
+        self.sock.setsockopt(zmq.SUBSCRIBE, prefix)
+        self.monitor = self.sock.get_monitor_socket(zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        self.sock.connect(endpoint)
+        self.received = 0
+        self.events: list[int] = []
+
+    def drain(self) -> int:
+        """Read what has arrived (messages and connection events) without waiting; the message count."""
+        got = 0
+        while self.sock.poll(0):
+            self.sock.recv_multipart()
+            got += 1
+        while self.monitor.poll(0):
+            self.events.append(recv_monitor_message(self.monitor)["event"])
+        self.received += got
+        return got
+
+    def forget(self) -> None:
+        """Once its connection is closed: read what reached it before (nothing more can come over that
+        connection; a message may still be on its way through libzmq's pipes), then forget it all."""
+        while self.sock.poll(200):
+            self.drain()
+        self.drain()
+        self.received = 0
+        self.events.clear()
+
+
+def test_revoked_key_cuts_its_event_and_stats_subscriptions_others_come_back(
+    circusd: Any, keys: Keys
+) -> None:
+    # the event stream over tcp, the stats stream over ipc: both transports
+    daemon = start_curve(circusd, keys, pubsub_endpoint=f"tcp://127.0.0.1:{_free_port()}")
+    ctx: zmq.Context[Any] = zmq.Context()
+    try:
+        subs = {
+            (who, stream): _Subscriber(ctx, endpoint, keys.client(who), prefix)
+            for who in ("alice", "bob")
+            for stream, endpoint, prefix in (
+                ("events", daemon.pubsub_endpoint, b"watcher."),
+                ("stats", daemon.stats_endpoint, b"stat."),
+            )
+        }
+        alices = [sub for (who, _), sub in subs.items() if who == "alice"]
+        bobs = [sub for (who, _), sub in subs.items() if who == "bob"]
+        with Client(daemon.endpoint, 5, keys=keys.client("bob")) as c:
+
+            def all_receive(which: list[_Subscriber]) -> bool:
+                c.call("incr", name="w", waiting=True)  # one event per call; stats come every second
+                c.call("decr", name="w", waiting=True)
+                return all([sub.drain() > 0 for sub in which])
+
+            wait_for(lambda: all_receive(alices + bobs), 20, 0.1, "all four subscriptions receiving")
+            (keys.authorized / "alice.key").unlink()
+            assert c.call("reloadconfig")["status"] == "ok"
+
+            # every connection of both streams is closed: libzmq reports it on each subscriber's side
+            def disconnected(sub: _Subscriber) -> bool:
+                sub.drain()
+                return zmq.EVENT_DISCONNECTED in sub.events
+
+            for sub in subs.values():
+                wait_for(lambda sub=sub: disconnected(sub), 10, 0.02, "the subscriber's connection closed")
+            for sub in alices:
+                sub.forget()
+            # bob's subscriptions come back through ZAP and receive events and stats again...
+            wait_for(lambda: all_receive(bobs), 20, 0.1, "bob receiving again on both streams")
+            assert all(zmq.EVENT_HANDSHAKE_SUCCEEDED in sub.events for sub in bobs)
+        # ...while alice, whose subscribers kept reconnecting all along, got nothing and was never let in
+        for sub in alices:
+            sub.drain()
+            assert sub.received == 0
+            assert zmq.EVENT_HANDSHAKE_SUCCEEDED not in sub.events
+    finally:
+        ctx.destroy(linger=0)
+    assert "key(s) alice.key revoked: every subscriber of" in daemon.log_text()
 
 
 def _zmtp_greeting(mechanism: bytes) -> bytes:

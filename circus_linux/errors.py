@@ -57,6 +57,10 @@ class CommandError(CircusError):
     """A control command could not be carried out (maps to errno 5 on the wire)."""
 
 
+class ReloadAbandoned(CommandError):
+    """A graceful reload gave way to a stop (stop, restart, rm, circusd's shutdown) before it was over."""
+
+
 class MessageError(CircusError):
     """A control message is malformed (maps to errno 3/6 on the wire); names the field."""
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from circus_linux import config as configmod
-from circus_linux.errors import CommandError, ConfigError, UnknownWatcher
+from circus_linux.errors import CommandError, ConfigError, ReloadAbandoned, UnknownWatcher
 from circus_linux.kernel import native
 from circus_linux.kernel.notify import Notifier, NotifyServer, watchdog_usec
 from circus_linux.kernel.sockets import listen_fds
@@ -382,7 +382,12 @@ class Arbiter:
             await self.reload_config()
         except ConfigError as exc:
             log.error("reload refused, the running set is untouched:\n%s", exc)
-        await self.reload(graceful=True)
+        try:
+            await self.reload(graceful=True)
+        except ReloadAbandoned as exc:  # a stop came meanwhile (circusd's shutdown, say): it decides now
+            log.info("%s", exc)
+            if self._shut_down:
+                return
         self.notifier.notify("READY=1", STATUS=self.status_line())
 
     # ------------------------------------------------------------------ runtime API (control layer)
@@ -417,12 +422,19 @@ class Arbiter:
         self.emit(f"watcher.{name}.remove", {"name": name})
 
     async def reload(self, graceful: bool = True, sequential: bool = False) -> None:
-        await asyncio.gather(
+        """Reload every watcher at once; all of them are over before this returns or raises (a watcher's
+        ReloadAbandoned only if nothing worse happened elsewhere)."""
+        results = await asyncio.gather(
             *(
                 w.reload(graceful=graceful, sequential=sequential)
                 for w in _ordered(list(self.watchers.values()))
-            )
+            ),
+            return_exceptions=True,
         )
+        errors = [r for r in results if isinstance(r, BaseException)]
+        errors.sort(key=lambda e: isinstance(e, ReloadAbandoned))
+        if errors:
+            raise errors[0]
 
     async def reload_config(self) -> dict[str, Any]:
         """Re-read the file and apply the difference, in priority order. A broken file changes nothing."""
@@ -440,7 +452,10 @@ class Arbiter:
                 watcher = self.watchers[name]
                 watcher.config = by_name[name]
                 watcher.numprocesses = by_name[name].numprocesses
-                await watcher.reload(graceful=True)
+                try:
+                    await watcher.reload(graceful=True)
+                except ReloadAbandoned as exc:  # stopped meanwhile: its new config stays, the plan goes on
+                    log.info("%s", exc)
             for name, (_old, new_n) in plan.scaled.items():
                 await self.watchers[name].set_numprocesses(new_n)
             added = [self._make_watcher(by_name[n]) for n in plan.added]

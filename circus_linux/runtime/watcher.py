@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from circus_linux.core.policy import BackoffPolicy, RestartBook, pick_to_stop, wids_to_spawn
 from circus_linux.core.states import ProcessState, WatcherState, check_watcher
-from circus_linux.errors import UnknownWatcher
+from circus_linux.errors import ReloadAbandoned, UnknownWatcher
 from circus_linux.kernel import native
 from circus_linux.runtime.hooks import run_hook
 from circus_linux.runtime.process import Process
@@ -70,6 +70,7 @@ class Watcher:
         self.svc = services
         self.procs: dict[int, Process] = {}
         self.lock = asyncio.Lock()  # asyncio.Lock wakes waiters in FIFO order
+        self._reloading: asyncio.Task[None] | None = None  # a graceful reload holding the lock
         self.restarts = 0
         self.exec_errors = 0
         self._book = RestartBook(self._policy())
@@ -184,12 +185,12 @@ class Watcher:
         target = self._passes + (2 if self._in_pass and force else 1)
         if force:
             self.wake()
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancel that lands as the pass
+        # ends, and a stop cancelling a graceful reload (_abandon_reload) would go unheard.
         async with self._pass_done:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._pass_done.wait_for(lambda: self._passes >= target or not self._managed()),
-                    timeout,
-                )
+                async with asyncio.timeout(timeout):
+                    await self._pass_done.wait_for(lambda: self._passes >= target or not self._managed())
 
     async def passed(self) -> None:
         """Until the manager's first reconcile pass is done (the first spawns are issued)."""
@@ -254,6 +255,7 @@ class Watcher:
         return self.state is WatcherState.ACTIVE
 
     async def stop(self) -> None:
+        self._abandon_reload()
         async with self._command():
             await self._stop_locked()
 
@@ -279,6 +281,7 @@ class Watcher:
         await self._hook("after_stop")
 
     async def restart(self) -> None:
+        self._abandon_reload()
         async with self._command():
             await self._stop_locked()
             began = await self._start_locked()
@@ -367,11 +370,41 @@ class Watcher:
                 await self._stop_locked()
                 began = await self._start_locked()
             else:
-                await self._reload_locked(sequential)
+                await self._graceful_reload(sequential)
                 return
         await self._started(began, wait=True)  # as start(): the pool comes up outside the lock
         if not graceful and not self.config.send_hup:
             self._emit("reload")
+
+    async def _graceful_reload(self, sequential: bool) -> None:
+        """_reload_locked, as a task a stop may cancel (_abandon_reload).
+
+        A graceful reload holds the lock until the new pool is ready: up to ready_timeout (30 s by
+        default) for workers that never say READY=1, more when sequential. A stop, a restart, an `rm` or
+        circusd's own shutdown must not queue behind that: they cancel the reload, which raises
+        ReloadAbandoned to its caller and leaves the lock to them. The workers it had spawned or was
+        stopping are the stop's to stop, with all the others.
+        """
+        task = asyncio.create_task(self._reload_locked(sequential), name=f"reload {self.name}")
+        self._reloading = task
+        try:
+            # asyncio.wait, not `await task`: only the task is cancelled by a stop, and a cancel of this
+            # command itself must reach the task too.
+            await asyncio.wait({task})
+        except asyncio.CancelledError:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            raise
+        finally:
+            self._reloading = None
+        if task.cancelled():
+            raise ReloadAbandoned(f"watcher {self.name}: reload abandoned, the watcher was stopped meanwhile")
+        task.result()
+
+    def _abandon_reload(self) -> None:
+        if self._reloading is not None and not self._reloading.done():
+            log.info("watcher %s: a stop comes: the graceful reload under way is abandoned", self.name)
+            self._reloading.cancel()
 
     async def _reload_locked(self, sequential: bool) -> None:
         """send_hup, or the graceful roll: new workers first, the old ones stopped once the new are ready."""
@@ -484,7 +517,8 @@ class Watcher:
                 await self._hook("after_signal", pid=p.pid, signum=signum)
             _signal_fds(tree, signum)
             try:
-                await asyncio.wait_for(asyncio.shield(p.exited), timeout)
+                async with asyncio.timeout(timeout):
+                    await asyncio.shield(p.exited)
                 return
             except TimeoutError:
                 log.warning(
@@ -495,7 +529,8 @@ class Watcher:
             _signal_fds(tree, signals_mod.SIGKILL)
             p.send_signal(signals_mod.SIGKILL)
             try:
-                await asyncio.wait_for(asyncio.shield(p.exited), KILL_WAIT)
+                async with asyncio.timeout(KILL_WAIT):
+                    await asyncio.shield(p.exited)
             except TimeoutError:
                 log.error("watcher %s: pid %d survives SIGKILL (uninterruptible?)", self.name, p.pid)
         finally:
@@ -551,7 +586,8 @@ class Watcher:
                 if self._wake.is_set():
                     continue
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout)
+                    async with asyncio.timeout(timeout):  # not wait_for: see _next_pass
+                        await self._wake.wait()
         finally:
             # Cancelled (rm --nostop, freeze): no pass will come, so tell whoever waits for one now
             # rather than at its timeout, holding the watcher's lock meanwhile.

@@ -113,7 +113,8 @@ class Dashboard:
             yield b"retry: 2000\n\n"
             while True:
                 try:
-                    kind, data = await asyncio.wait_for(queue.get(), KEEPALIVE)
+                    async with asyncio.timeout(KEEPALIVE):  # 3.11's wait_for can swallow a cancel
+                        kind, data = await queue.get()
                 except TimeoutError:
                     yield b": keepalive\n\n"  # lets the server notice a peer that went away
                     continue

@@ -17,7 +17,7 @@ import pytest
 
 from circus_linux import config
 from circus_linux.core.states import WatcherState
-from circus_linux.errors import UnknownWatcher
+from circus_linux.errors import ReloadAbandoned, UnknownWatcher
 from circus_linux.kernel import native
 from circus_linux.runtime import signals
 from circus_linux.runtime.arbiter import Arbiter
@@ -260,6 +260,79 @@ def test_a_reload_waiting_on_its_pool_ends_when_rm_nostop_removes_the_watcher(ar
         await h.arbiter.rm_watcher("w", stop=False)
         await asyncio.wait_for(reload, 5.0)  # ends within a pass timeout (1 s), not ready_timeout
         assert w.removed and not w.lock.locked()
+
+    arena.run(body)
+
+
+# A notify worker that says READY=1 only while the flag file exists: the first pool gets ready, the pool of
+# a reload made after the flag is removed never does.
+READY_IF_FLAG = (
+    "import os, socket, sys, time\n"
+    "if os.path.exists(sys.argv[1]):\n"
+    "    addr = os.environ['NOTIFY_SOCKET']\n"
+    "    addr = '\\0' + addr[1:] if addr.startswith('@') else addr\n"
+    "    socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b'READY=1', addr)\n"
+    "time.sleep(1000)\n"
+)
+
+
+def _never_ready_after(tmp_path: Path) -> tuple[str, Path]:
+    flag = tmp_path / "ready.flag"
+    flag.touch()
+    script = tmp_path / "ready_if_flag.py"
+    script.write_text(READY_IF_FLAG)
+    sections = (
+        f"[watcher:w]\ncmd = {sys.executable} {script} {flag}\nnumprocesses = 2\nnotify = true\n"
+        "ready_timeout = 120\ngraceful_timeout = 2\n"
+    )
+    return sections, flag
+
+
+async def _reload_waiting_on_a_pool_that_never_gets_ready(h: Harness, flag: Path) -> asyncio.Task[None]:
+    w = h.arbiter.get_watcher("w")
+    await h.until(lambda: len(w.live()) == 2 and all(p.state.value == "ready" for p in w.live()), what="pool")
+    flag.unlink()
+    reload = asyncio.create_task(w.reload(graceful=True))
+    await h.until(lambda: len(w.processes()) == 4 and w.lock.locked(), what="the new pool, the lock held")
+    return reload
+
+
+def test_a_stop_does_not_queue_behind_a_graceful_reload_waiting_for_readiness(
+    arena: Arena, tmp_path: Path
+) -> None:
+    # The reload would hold the watcher's lock for ready_timeout (120 s here): the stop cancels it instead.
+    sections, flag = _never_ready_after(tmp_path)
+
+    async def body(make_arbiter: Any) -> None:
+        h = await make_arbiter(sections)
+        w = h.arbiter.get_watcher("w")
+        reload = await _reload_waiting_on_a_pool_that_never_gets_ready(h, flag)
+        await asyncio.wait_for(w.stop(), 20)  # it used to queue for ready_timeout (120 s)
+        with pytest.raises(ReloadAbandoned, match="watcher w: reload abandoned"):
+            await reload
+        assert w.state is WatcherState.STOPPED and not w.processes() and not w.lock.locked()
+        # a stopped watcher starts again as usual, and reloads still work once the pool can get ready
+        flag.touch()
+        await asyncio.wait_for(w.start(), 30)
+        old = {p.pid for p in w.live()}
+        await asyncio.wait_for(w.reload(graceful=True), 30)
+        assert len(w.live()) == 2 and not {p.pid for p in w.live()} & old
+
+    arena.run(body)
+
+
+def test_circusd_shutdown_does_not_wait_for_a_graceful_reload_waiting_for_readiness(
+    arena: Arena, tmp_path: Path
+) -> None:
+    sections, flag = _never_ready_after(tmp_path)
+
+    async def body(make_arbiter: Any) -> None:
+        h = await make_arbiter(sections)
+        w = h.arbiter.get_watcher("w")
+        reload = await _reload_waiting_on_a_pool_that_never_gets_ready(h, flag)
+        await asyncio.wait_for(h.arbiter.shutdown(), 20)
+        assert reload.done() and isinstance(reload.exception(), ReloadAbandoned)
+        assert not w.processes()
 
     arena.run(body)
 

@@ -276,43 +276,45 @@ READY_IF_FLAG = (
 )
 
 
-def _never_ready_after(tmp_path: Path) -> tuple[str, Path]:
-    flag = tmp_path / "ready.flag"
-    flag.touch()
-    script = tmp_path / "ready_if_flag.py"
-    script.write_text(READY_IF_FLAG)
-    sections = (
-        f"[watcher:w]\ncmd = {sys.executable} {script} {flag}\nnumprocesses = 2\nnotify = true\n"
-        "ready_timeout = 120\ngraceful_timeout = 2\n"
-    )
-    return sections, flag
+class StuckReload:
+    """A watcher `w` of 2 notify workers, ready, then a graceful reload whose new pool never gets ready
+    (the flag file is gone), under way and holding the watcher's lock."""
 
+    def __init__(self, h: Harness, flag: Path, reload: asyncio.Task[None]) -> None:
+        self.h, self.flag, self.reload = h, flag, reload
+        self.w = h.arbiter.get_watcher("w")
 
-async def _reload_waiting_on_a_pool_that_never_gets_ready(h: Harness, flag: Path) -> asyncio.Task[None]:
-    w = h.arbiter.get_watcher("w")
-    await h.until(lambda: len(w.live()) == 2 and all(p.state.value == "ready" for p in w.live()), what="pool")
-    flag.unlink()
-    reload = asyncio.create_task(w.reload(graceful=True))
-    await h.until(lambda: len(w.processes()) == 4 and w.lock.locked(), what="the new pool, the lock held")
-    return reload
+    @classmethod
+    async def make(cls, make_arbiter: Any, tmp_path: Path) -> StuckReload:
+        flag = tmp_path / "ready.flag"
+        flag.touch()
+        script = tmp_path / "ready_if_flag.py"
+        script.write_text(READY_IF_FLAG)
+        h = await make_arbiter(
+            f"[watcher:w]\ncmd = {sys.executable} {script} {flag}\nnumprocesses = 2\nnotify = true\n"
+            "ready_timeout = 120\ngraceful_timeout = 2\n"
+        )
+        w = h.arbiter.get_watcher("w")
+        await h.until(lambda: len(w.live()) == 2 and all(p.state.value == "ready" for p in w.live()))
+        flag.unlink()
+        reload = asyncio.create_task(w.reload(graceful=True))
+        await h.until(lambda: len(w.processes()) == 4 and w.lock.locked(), what="the new pool, the lock held")
+        return cls(h, flag, reload)
 
 
 def test_a_stop_does_not_queue_behind_a_graceful_reload_waiting_for_readiness(
     arena: Arena, tmp_path: Path
 ) -> None:
     # The reload would hold the watcher's lock for ready_timeout (120 s here): the stop cancels it instead.
-    sections, flag = _never_ready_after(tmp_path)
-
     async def body(make_arbiter: Any) -> None:
-        h = await make_arbiter(sections)
-        w = h.arbiter.get_watcher("w")
-        reload = await _reload_waiting_on_a_pool_that_never_gets_ready(h, flag)
+        stuck = await StuckReload.make(make_arbiter, tmp_path)
+        w = stuck.w
         await asyncio.wait_for(w.stop(), 20)  # it used to queue for ready_timeout (120 s)
         with pytest.raises(ReloadAbandoned, match="watcher w: reload abandoned"):
-            await reload
+            await stuck.reload
         assert w.state is WatcherState.STOPPED and not w.processes() and not w.lock.locked()
         # a stopped watcher starts again as usual, and reloads still work once the pool can get ready
-        flag.touch()
+        stuck.flag.touch()
         await asyncio.wait_for(w.start(), 30)
         old = {p.pid for p in w.live()}
         await asyncio.wait_for(w.reload(graceful=True), 30)
@@ -324,15 +326,11 @@ def test_a_stop_does_not_queue_behind_a_graceful_reload_waiting_for_readiness(
 def test_circusd_shutdown_does_not_wait_for_a_graceful_reload_waiting_for_readiness(
     arena: Arena, tmp_path: Path
 ) -> None:
-    sections, flag = _never_ready_after(tmp_path)
-
     async def body(make_arbiter: Any) -> None:
-        h = await make_arbiter(sections)
-        w = h.arbiter.get_watcher("w")
-        reload = await _reload_waiting_on_a_pool_that_never_gets_ready(h, flag)
-        await asyncio.wait_for(h.arbiter.shutdown(), 20)
-        assert reload.done() and isinstance(reload.exception(), ReloadAbandoned)
-        assert not w.processes()
+        stuck = await StuckReload.make(make_arbiter, tmp_path)
+        await asyncio.wait_for(stuck.h.arbiter.shutdown(), 20)
+        assert stuck.reload.done() and isinstance(stuck.reload.exception(), ReloadAbandoned)
+        assert not stuck.w.processes()
 
     arena.run(body)
 

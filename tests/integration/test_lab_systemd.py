@@ -90,10 +90,31 @@ def lab() -> Iterator[Path]:
         yield root
 
 
+SSH_DEBS = Path("/var/cache/circus-lab/ssh-debs")
+SSH_PACKAGES = ("openssh-server", "libwrap0")
+
+
+def _ssh_debs() -> list[str]:
+    """`--ssh-debs DIR` for run-systemd-tests.sh's t_ssh_tunnel: the .debs of an OpenSSH server, downloaded
+    (never installed) on the host once, for the guest to unpack. [] (the check then skips, saying why)
+    when apt cannot get them."""
+    if all(list(SSH_DEBS.glob(f"{name}_*.deb")) for name in SSH_PACKAGES):
+        return ["--ssh-debs", str(SSH_DEBS)]
+    if shutil.which("apt-get") is None:
+        print("t_ssh_tunnel will skip: no apt-get to download openssh-server")
+        return []
+    SSH_DEBS.mkdir(parents=True, exist_ok=True)
+    got = _run(["apt-get", "download", "-q", *SSH_PACKAGES], timeout=300, cwd=SSH_DEBS)
+    if got.returncode != 0:
+        print(f"t_ssh_tunnel will skip: apt-get download failed ({got.returncode})")
+        return []
+    return ["--ssh-debs", str(SSH_DEBS)]
+
+
 def test_systemd_unit_checks_in_nspawn(lab: Path) -> None:
     result = _run(
         ["bash", str(lab / "tests/lab/nspawn-run.sh"), "--mask", "postgresql.service", "--timeout", "300",
-         str(lab / "tests/system/run-systemd-tests.sh")],
+         str(lab / "tests/system/run-systemd-tests.sh"), *_ssh_debs()],
         timeout=420,
         cwd=lab,
     )

@@ -1,6 +1,6 @@
 #!/bin/bash
 # run-systemd-tests.sh — systemd-level checks of circus-linux, run INSIDE a booted guest by
-#     tests/lab/nspawn-run.sh tests/system/run-systemd-tests.sh [--deb PATH]      (from the checkout)
+#     tests/lab/nspawn-run.sh tests/system/run-systemd-tests.sh [--deb PATH] [--ssh-debs DIR]  (from the checkout)
 # It installs the project (default: pip install of the checkout into a venv over Debian's python3-* packages,
 # so the old Debian versions of pyzmq/psutil/pyroute2/cffi are what runs; or --deb: the built package),
 # installs units/ and a configuration, then runs every t_* function below in order.
@@ -13,8 +13,14 @@
 # Exit status: 0 no failure, 1 a failure, 77 nothing could run (no circusd in the checkout yet).
 set -uo pipefail
 
-DEB=""
-[ "${1:-}" = --deb ] && DEB=$(readlink -f "$2")
+DEB="" SSH_DEBS=""
+while [ $# -gt 0 ]; do
+    case $1 in
+        --deb) DEB=$(readlink -f "$2"); shift 2 ;;
+        --ssh-debs) SSH_DEBS=$(readlink -f "$2"); shift 2 ;;  # openssh-server + libwrap0 .debs, for t_ssh_tunnel
+        *) echo "usage: $0 [--deb PATH] [--ssh-debs DIR]" >&2; exit 2 ;;
+    esac
+done
 SRC=$(pwd)            # nspawn-run.sh / qemu-run.sh run us in the bound checkout
 SVC=circus.service
 ENDPOINT=ipc:///run/circus/circus.sock
@@ -379,6 +385,67 @@ t_journal_streams() {
     return $rc
 }
 
+# circusctl --ssh for real (Circus's option): an OpenSSH server in this guest, whose network namespace is
+# its own (nspawn --private-network), so nothing listens on the host. It is unpacked from the .debs the
+# host downloaded (--ssh-debs; the guest has no network and its root is a throw-away overlay), runs as a
+# plain process on the guest's loopback, and lets one key in for a forwarding-only user. A second circusd
+# has its control endpoint on tcp://127.0.0.1 and is reached only through the tunnel.
+t_ssh_tunnel() {
+    [ -n "$SSH_DEBS" ] && ls "$SSH_DEBS"/openssh-server_*.deb >/dev/null 2>&1 \
+        || { say "  skip: no openssh-server .deb given (--ssh-debs DIR): the host could not download it"; return 77; }
+    local d=/run/circus-ssh-test port=2222 cport=5599 rc=0 out
+    mkdir -p "$d" /run/sshd && chmod 0700 "$d"
+    # Unpacked, not installed (no configuration, no service). --keep-directory-symlink: the guest's /lib is
+    # merged-/usr's symlink to usr/lib, which a plain `dpkg-deb -x DEB /` replaces by a directory.
+    for deb in "$SSH_DEBS"/*.deb; do
+        dpkg-deb --fsys-tarfile "$deb" | tar -x --keep-directory-symlink -C / || return 1
+    done
+    id sshd >/dev/null 2>&1 || useradd --system --no-create-home --home-dir /run/sshd --shell /usr/sbin/nologin sshd
+    useradd --create-home --shell /bin/sh tunneller && usermod -p '*' tunneller  # '*': no password, not locked
+    ssh-keygen -q -t ed25519 -N '' -C host -f "$d/host_key" && ssh-keygen -q -t ed25519 -N '' -C ok -f "$d/key" \
+        && ssh-keygen -q -t ed25519 -N '' -C other -f "$d/other_key" || return 1
+    # sshd reads authorized_keys as the user: in the user's own home, as usual
+    install -d -o tunneller -m 0700 /home/tunneller/.ssh
+    install -o tunneller -m 0600 "$d/key.pub" /home/tunneller/.ssh/authorized_keys
+    printf '%s\n' "ListenAddress 127.0.0.1" "Port $port" "HostKey $d/host_key" "PidFile $d/sshd.pid" \
+        "UsePAM no" "PasswordAuthentication no" \
+        "KbdInteractiveAuthentication no" "PermitRootLogin no" "AllowTcpForwarding local" "LogLevel VERBOSE" \
+        > "$d/sshd_config"
+    mkdir -p /root/.ssh && echo "[127.0.0.1]:$port $(cut -d' ' -f1,2 "$d/host_key.pub")" >> /root/.ssh/known_hosts
+    /usr/sbin/sshd -f "$d/sshd_config" -D -e 2>"$d/sshd.log" &
+    local sshd_pid=$!
+    printf '%s\n' '[circus]' "endpoint = tcp://127.0.0.1:$cport" "pubsub_endpoint = ipc://$d/pub.sock" \
+        "stats_endpoint = ipc://$d/stats.sock" '' '[watcher:tunnelled]' 'cmd = sleep 600' 'numprocesses = 2' \
+        > "$d/circus.ini"
+    "$CIRCUSD" "$d/circus.ini" >"$d/circusd.log" 2>&1 &
+    local circusd_pid=$!
+    local tunnel=(timeout 30 "$CIRCUSCTL" --endpoint "tcp://127.0.0.1:$cport" --timeout 10 --ssh "tunneller@127.0.0.1:$port")
+    if ! wait_for 20 grep -q "Server listening on 127.0.0.1 port $port" "$d/sshd.log"; then
+        say "  sshd did not start:"; cat "$d/sshd.log"; rc=1
+    elif ! wait_for 20 timeout 5 "$CIRCUSCTL" --endpoint "tcp://127.0.0.1:$cport" --timeout 1 list; then
+        say "  circusd did not answer on tcp://127.0.0.1:$cport:"; cat "$d/circusd.log"; rc=1
+    elif ! out=$("${tunnel[@]}" --ssh-keyfile "$d/key" list); then
+        say "  circusctl --ssh list failed: $out"; tail -n 20 "$d/sshd.log" "$d/circusd.log"; rc=1
+    elif [ "$out" != tunnelled ]; then
+        say "  circusctl --ssh list printed '$out', not 'tunnelled'"; rc=1
+    elif ! grep -q "Accepted publickey for tunneller" "$d/sshd.log"; then
+        say "  sshd did not log the tunnel's login"; cat "$d/sshd.log"; rc=1
+    else
+        say "  circusctl --ssh tunneller@127.0.0.1:$port list: $out (sshd: $(grep -o 'Accepted publickey for tunneller' "$d/sshd.log"))"
+    fi
+    if [ $rc = 0 ]; then
+        # a key the server does not know: refused, and circusctl says what ssh said
+        out=$("${tunnel[@]}" --ssh-keyfile "$d/other_key" list 2>&1) && { say "  a wrong key got through: $out"; rc=1; }
+        case $out in
+            *"Permission denied (publickey)"*) say "  wrong key refused: $(echo "$out" | tail -1)" ;;
+            *) say "  a wrong key failed, but not with ssh's refusal: $out"; rc=1 ;;
+        esac
+    fi
+    kill "$circusd_pid" "$sshd_pid" 2>/dev/null
+    wait "$circusd_pid" "$sshd_pid" 2>/dev/null
+    return $rc
+}
+
 # Stop: KillMode=mixed, circusd stops its watchers, nothing is left in the service's cgroup.
 t_stop() {
     local t0; t0=$(date +%s%N)
@@ -389,7 +456,7 @@ t_stop() {
 }
 
 TESTS=(units_verify config_check start_ready runtime_dir delegate circusctl_list group_access notify_ready watchdog reload
-       template_instance socket_handover journal_streams stop)
+       template_instance socket_handover journal_streams ssh_tunnel stop)
 
 # ---------------------------------------------------------------------------------------------------------
 if [ -n "$DEB" ]; then install_from_deb || exit 1; else install_from_checkout || exit 1; fi

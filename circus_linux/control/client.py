@@ -166,7 +166,8 @@ class AsyncClient:
         call_id = _new_id()
         try:
             body = json.dumps(make_request(command, properties, call_id)).encode()
-            await asyncio.wait_for(self._socket.send(body), self.timeout)
+            async with asyncio.timeout(self.timeout):  # not wait_for: 3.11's can lose a cancel
+                await self._socket.send(body)
         except TimeoutError:
             raise CallError("Timed out.") from None
         except (zmq.ZMQError, TypeError, ValueError) as exc:

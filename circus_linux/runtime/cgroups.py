@@ -263,7 +263,8 @@ class CgroupManager:
             if not handle.cg.populated():
                 return True
             try:
-                return await asyncio.wait_for(asyncio.shield(fut), timeout)
+                async with asyncio.timeout(timeout):  # not wait_for: 3.11's can lose a cancel
+                    return await asyncio.shield(fut)
             except TimeoutError:
                 return not handle.cg.populated()
         finally:

@@ -110,7 +110,8 @@ async def run_hook(
 
     started = time.monotonic()
     try:
-        result = await asyncio.wait_for(_in_thread(call, hook_name), timeout)
+        async with asyncio.timeout(timeout):  # not wait_for: 3.11's can lose a cancel (runtime/watcher.py)
+            result = await _in_thread(call, hook_name)
     except TimeoutError:
         return _failed(emit, hook_name, target, HookTimeout(hook_name, timeout), ignore_error)
     except asyncio.CancelledError:

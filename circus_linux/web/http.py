@@ -64,7 +64,8 @@ def _head(status: int, content_type: str, extra: dict[str, str], length: int | N
 
 async def read_request(reader: asyncio.StreamReader) -> Request:
     try:
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT)
+        async with asyncio.timeout(READ_TIMEOUT):  # not wait_for: 3.11's can lose a cancel
+            head = await reader.readuntil(b"\r\n\r\n")
     except asyncio.LimitOverrunError:
         raise BadRequest(431, "request head too large") from None
     except asyncio.IncompleteReadError:
@@ -95,7 +96,8 @@ async def read_request(reader: asyncio.StreamReader) -> Request:
     body = b""
     if length:
         try:
-            body = await asyncio.wait_for(reader.readexactly(length), READ_TIMEOUT)
+            async with asyncio.timeout(READ_TIMEOUT):
+                body = await reader.readexactly(length)
         except asyncio.IncompleteReadError:
             raise BadRequest(400, "incomplete body") from None
     url = urlsplit(target)

@@ -112,9 +112,10 @@ def _ssh_debs() -> list[str]:
 
 
 def test_systemd_unit_checks_in_nspawn(lab: Path) -> None:
+    ssh_debs = _ssh_debs()
     result = _run(
         ["bash", str(lab / "tests/lab/nspawn-run.sh"), "--mask", "postgresql.service", "--timeout", "300",
-         str(lab / "tests/system/run-systemd-tests.sh"), *_ssh_debs()],
+         str(lab / "tests/system/run-systemd-tests.sh"), *ssh_debs],
         timeout=420,
         cwd=lab,
     )
@@ -122,6 +123,8 @@ def test_systemd_unit_checks_in_nspawn(lab: Path) -> None:
         pytest.skip("run-systemd-tests.sh: nothing to test yet (see output)")
     assert result.returncode == 0, f"run-systemd-tests.sh failed (exit {result.returncode}):\n{result.stdout}"
     assert "[systemd-tests] passed" in result.stdout
+    if ssh_debs:  # given an sshd to unpack, the --ssh check must have run, not skipped
+        assert "[systemd-tests] PASS ssh_tunnel" in result.stdout
 
 
 def test_deb_install_cycle_in_nspawn(lab: Path) -> None:

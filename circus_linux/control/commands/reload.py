@@ -6,7 +6,8 @@ Request properties:
   sequential  (bool, default false)  one process at a time
   waiting     (bool, default false)  reply when the reload is over
 Reply: `{"status": "ok"}`.
-Errors: errno 3 "program NAME not found".
+Errors: errno 3 "program NAME not found"; errno 5 "watcher NAME: reload abandoned, ..." when a stop,
+restart or rm of the watcher came while a graceful reload waited for its new pool (the stop goes first).
 CLI: `circusctl reload [name] [--terminate] [--sequential] [--waiting]` (--terminate: graceful=false)
 """
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 import array
 import contextlib
 import os
+import select
 import socket
 import stat
 import struct
+import time
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 
@@ -102,12 +104,19 @@ class Notifier:
     ``notify()``/``send_fds()`` return True when a datagram was sent and False when there is no
     NOTIFY_SOCKET; a send error (the receiver is gone: ENOENT/ECONNREFUSED) raises OSError, since only the
     caller knows whether that matters.
+
+    A full receiver queue: ``notify()`` waits for room like sd_notify(3), but at most ``timeout`` seconds
+    (None: for ever) and then raises TimeoutError; ``notify_or_drop()`` never waits and returns False.
+    The socket is connected to the receiver, so that poll(2) reports room in the receiver's queue
+    (unix(7): a connected datagram socket is writable when its peer can take a datagram); if the
+    receiver's socket was made anew meanwhile (ECONNREFUSED), it connects again once.
     """
 
-    def __init__(self, address: str | None) -> None:
+    def __init__(self, address: str | None, *, timeout: float | None = None) -> None:
         self.address = address  # the NOTIFY_SOCKET value as given, or None
         self._sockaddr = notify_address(address) if address else None
         self._sock: socket.socket | None = None
+        self.timeout = timeout
 
     @classmethod
     def from_environ(cls, environ: MutableMapping[str, str] | None = None, unset: bool = False) -> Notifier:
@@ -124,14 +133,24 @@ class Notifier:
 
     def _socket(self) -> socket.socket:
         if self._sock is None:
-            # Blocking on purpose: systemd drains its notify socket promptly, and a full queue must delay a
-            # READY=1, not lose it (sd_notify(3) does the same).
-            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            kind = socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
+            sock = socket.socket(socket.AF_UNIX, kind)
+            try:
+                sock.connect(self._sockaddr or "")
+            except OSError:
+                sock.close()
+                raise
+            self._sock = sock
         return self._sock
 
     def notify(self, state: str | None = None, /, **fields: object) -> bool:
         """Send e.g. ``notify(READY=1, STATUS="3 watchers up")`` or ``notify("RELOADING=1")``."""
         return self._send(format_notify(state, fields), ())
+
+    def notify_or_drop(self, state: str | None = None, /, **fields: object) -> bool:
+        """As notify(), but False at once when the receiver's queue is full: for messages a later one
+        supersedes (STATUS=, WATCHDOG=1), which must never hold up the caller."""
+        return self._send(format_notify(state, fields), (), wait=False)
 
     def send_fds(self, state: str | Mapping[str, object], fds: Sequence[int]) -> bool:
         """Send a notification with ``fds`` attached as SCM_RIGHTS (the receiver gets duplicates)."""
@@ -142,14 +161,35 @@ class Notifier:
         payload = format_notify(state) if isinstance(state, str) else format_notify(None, state)
         return self._send(payload, fds)
 
-    def _send(self, payload: bytes, fds: Sequence[int]) -> bool:
+    def _send(self, payload: bytes, fds: Sequence[int], wait: bool = True) -> bool:
         if self._sockaddr is None:
             return False
         ancillary = []
         if fds:
             ancillary.append((socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes()))
-        self._socket().sendmsg([payload], ancillary, 0, self._sockaddr)
-        return True
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        reconnected = False
+        while True:
+            sock = self._socket()
+            try:
+                sock.sendmsg([payload], ancillary)
+                return True
+            except ConnectionRefusedError:
+                self.close()  # the receiver's socket is not the one we connected to any more
+                if reconnected:
+                    raise
+                reconnected = True
+            except BlockingIOError:
+                if not wait:
+                    return False
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise TimeoutError(
+                        f"NOTIFY_SOCKET {self.address}: the receiver's queue stayed full for {self.timeout}s"
+                    ) from None
+                poller = select.poll()
+                poller.register(sock, select.POLLOUT)
+                poller.poll(None if left is None else max(1, int(left * 1000)))
 
     def close(self) -> None:
         if self._sock is not None:

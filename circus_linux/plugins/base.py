@@ -237,7 +237,8 @@ class CircusPlugin:
         if self._notifier is None:
             return
         try:
-            self._notifier.notify(STATUS=" ".join(text.split()))  # one line: STATUS= ends at a newline
+            # one line: STATUS= ends at a newline; a full queue drops it (a later status supersedes it)
+            self._notifier.notify_or_drop(STATUS=" ".join(text.split()))
         except OSError as exc:  # circusd is gone or stopping: the status has nobody to reach
             log.debug("plugin %s: STATUS= not sent: %s", self.plugin_name, exc)
 

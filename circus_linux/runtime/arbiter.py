@@ -304,14 +304,14 @@ class Arbiter:
             self._status_dirty.clear()
             line = self.status_line()
             if line != last:
-                self.notifier.notify(STATUS=line)
+                self.notifier.notify_or_drop(STATUS=line)
                 last = line
             await asyncio.sleep(0.5)
 
     async def _watchdog_loop(self, period: float) -> None:
         # Sent from the event loop itself: if the loop wedges, the pings stop and systemd restarts us.
         while True:
-            self.notifier.notify("WATCHDOG=1")
+            self.notifier.notify_or_drop("WATCHDOG=1")
             await asyncio.sleep(period)
 
     # ------------------------------------------------------------------ children

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import array
+import contextlib
 import os
 import select
 import shutil
@@ -11,12 +12,14 @@ import stat
 import struct
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import wait_for
 
 from circus_linux.kernel.notify import Notifier, NotifyMessage, NotifyServer, parse_notify
 from circus_linux.kernel.sockets import fdstore_push, fdstore_remove
@@ -100,6 +103,70 @@ def test_notifier_from_environ_can_unset(tmp_path: Path) -> None:
 def test_notifier_to_a_vanished_receiver_raises(tmp_path: Path) -> None:
     with Notifier(str(tmp_path / "gone.sock")) as n, pytest.raises(FileNotFoundError):
         n.notify(READY=1)
+
+
+def _fill(address: str) -> int:
+    """Fill a receiver's queue (max_dgram_qlen datagrams) from a connected probe; how many it took."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as probe:
+        probe.connect(address)
+        probe.setblocking(False)
+        sent = 0
+        with contextlib.suppress(BlockingIOError):
+            while sent < 100_000:
+                probe.send(b"X-FILL=1")
+                sent += 1
+        return sent
+
+
+def test_notifier_with_a_full_receiver_drops_or_times_out_never_hangs(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    address = str(tmp_path / "notify.sock")
+    assert 0 < _fill(address) < 100_000
+    with Notifier(address, timeout=0.3) as n:
+        assert n.notify_or_drop(STATUS="dropped") is False  # at once
+        t0 = time.monotonic()
+        with pytest.raises(TimeoutError, match=r"stayed full for 0\.3s"):
+            n.notify(READY=1)
+        assert time.monotonic() - t0 >= 0.3
+
+
+def test_notifier_waits_for_room_in_a_full_receiver(receiver: Receiver, tmp_path: Path) -> None:
+    address = str(tmp_path / "notify.sock")
+    filled = _fill(address)
+    sender = threading.get_native_id()
+
+    def read_one_once_the_sender_waits() -> None:
+        # the sender's thread sleeps in poll(2) for room: only then is one datagram taken off the queue
+        wchan = Path(f"/proc/self/task/{sender}/wchan")
+        wait_for(lambda: "poll" in wchan.read_text(), DEADLINE, 0.001, "the sender waiting in poll")
+        receiver.recv()
+
+    reader = threading.Thread(target=read_one_once_the_sender_waits)
+    reader.start()
+    try:
+        with Notifier(address, timeout=DEADLINE) as n:
+            assert n.notify(READY=1) is True
+    finally:
+        reader.join()
+    got = [receiver.recv()[0] for _ in range(filled)]  # the rest of the fill, then ours
+    assert got[-1] == {"READY": "1"}
+
+
+def test_notifier_reconnects_when_the_receiver_socket_is_made_anew(tmp_path: Path) -> None:
+    address = str(tmp_path / "notify.sock")
+    first = Receiver(address)
+    with Notifier(address) as n:
+        assert n.notify(STATUS="one")
+        assert first.recv()[0] == {"STATUS": "one"}
+        first.close()
+        os.unlink(address)
+        second = Receiver(address)  # systemd restarted its socket at the same path
+        try:
+            assert n.notify(STATUS="two")
+            assert second.recv()[0] == {"STATUS": "two"}
+        finally:
+            second.close()
 
 
 # -- fd store ------------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ trampoline (`LISTEN_PID=$$ exec ...`), exactly as the service manager's exec doe
 from __future__ import annotations
 
 import array
+import contextlib
 import fcntl
 import os
 import signal
@@ -205,6 +206,42 @@ def test_notify_sequence_ready_after_workers_status_watchdog_reload_stop(
     assert daemon.stop() == 0
     stopping = recorder.wait("STOPPING", "1")
     assert stopping[0].at > again.at
+
+
+def test_a_notify_receiver_that_stops_reading_never_wedges_circusd(
+    recorder: NotifyRecorder, circusd: Callable[..., Circusd], tmp_path: Path
+) -> None:
+    # A NOTIFY_SOCKET whose owner reads READY=1 and nothing after (a harness, a wedged manager). circusd
+    # used to send blocking, as sd_notify(3) does, and could then sit in the kernel (unix_wait_for_peer)
+    # for ever: seen with a benchmark harness, a killed worker stayed a zombie and SIGTERM went unheard.
+    daemon = circusd(
+        "[watcher:w]\ncmd = sleep 600\nnumprocesses = 2\n",
+        wait=False,
+        env={"NOTIFY_SOCKET": recorder.path, "WATCHDOG_USEC": "100000"},
+    )
+    recorder.wait("READY", "1")
+    queued = 0
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as probe:
+        probe.connect(recorder.path)
+        probe.setblocking(False)
+        with contextlib.suppress(BlockingIOError):  # fill what room is left: the receiver is full from now on
+            while True:
+                probe.send(b"X-TEST=1")
+                queued += 1
+    assert queued < 10_000
+    # commands are answered, workers are replaced, with the receiver full all along
+    for _ in range(5):
+        assert daemon.call("incr", name="w", waiting=True)["status"] == "ok"
+        assert daemon.call("decr", name="w", waiting=True)["status"] == "ok"
+    victim = daemon.pids("w")[0]
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: victim not in daemon.pids("w") and len(daemon.pids("w")) == 2, 10, what="a replacement")
+    wait_for(lambda: "receiver's queue is full" in daemon.log_text(), 10, what="the dropped-status warning")
+    # SIGTERM: STOPPING=1 waits for room at most SEND_TIMEOUT (5 s), then circusd exits as usual
+    t0 = time.monotonic()
+    assert daemon.stop(timeout=20) == 0
+    assert time.monotonic() - t0 < 15
+    assert "cannot notify" in daemon.log_text()  # STOPPING=1 could not be delivered, and it says so
 
 
 def test_ready_comes_after_the_control_channel_is_bound(

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -94,6 +95,20 @@ class Circusd:
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+def fill_datagram_queue(address: str) -> int:
+    """Fill an AF_UNIX datagram receiver's queue (max_dgram_qlen datagrams) from a connected probe, until
+    the kernel says it is full; how many it took."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as probe:
+        probe.connect(address)
+        probe.setblocking(False)
+        sent = 0
+        with contextlib.suppress(BlockingIOError):
+            while sent < 100_000:
+                probe.send(b"X-FILL=1")
+                sent += 1
+        return sent
 
 
 def circusd_argv(*args: str) -> list[str]:

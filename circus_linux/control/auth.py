@@ -28,6 +28,7 @@ from typing import Any
 
 import zmq
 import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
 
 from circus_linux.control.zmqwait import readable
 from circus_linux.errors import CircusError
@@ -304,8 +305,7 @@ async def rebind(
         async with asyncio.timeout(timeout):
             while True:
                 await readable(monitor)
-                frames = monitor.recv_multipart()
-                if int.from_bytes(frames[0][:2], "little") == zmq.EVENT_CLOSED:  # zmq_socket_monitor(3)
+                if parse_monitor_message(monitor.recv_multipart())["event"] == zmq.EVENT_CLOSED:
                     break
     finally:
         sock.disable_monitor()

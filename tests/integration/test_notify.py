@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import array
-import contextlib
 import os
 import select
 import shutil
@@ -19,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
+from conftest import fill_datagram_queue, wait_for
 
 from circus_linux.kernel.notify import Notifier, NotifyMessage, NotifyServer, parse_notify
 from circus_linux.kernel.sockets import fdstore_push, fdstore_remove
@@ -105,24 +104,11 @@ def test_notifier_to_a_vanished_receiver_raises(tmp_path: Path) -> None:
         n.notify(READY=1)
 
 
-def _fill(address: str) -> int:
-    """Fill a receiver's queue (max_dgram_qlen datagrams) from a connected probe; how many it took."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as probe:
-        probe.connect(address)
-        probe.setblocking(False)
-        sent = 0
-        with contextlib.suppress(BlockingIOError):
-            while sent < 100_000:
-                probe.send(b"X-FILL=1")
-                sent += 1
-        return sent
-
-
 def test_notifier_with_a_full_receiver_drops_or_times_out_never_hangs(
     receiver: Receiver, tmp_path: Path
 ) -> None:
     address = str(tmp_path / "notify.sock")
-    assert 0 < _fill(address) < 100_000
+    assert 0 < fill_datagram_queue(address) < 100_000
     with Notifier(address, timeout=0.3) as n:
         assert n.notify_or_drop(STATUS="dropped") is False  # at once
         t0 = time.monotonic()
@@ -133,7 +119,7 @@ def test_notifier_with_a_full_receiver_drops_or_times_out_never_hangs(
 
 def test_notifier_waits_for_room_in_a_full_receiver(receiver: Receiver, tmp_path: Path) -> None:
     address = str(tmp_path / "notify.sock")
-    filled = _fill(address)
+    filled = fill_datagram_queue(address)
     sender = threading.get_native_id()
 
     def read_one_once_the_sender_waits() -> None:

@@ -9,7 +9,6 @@ trampoline (`LISTEN_PID=$$ exec ...`), exactly as the service manager's exec doe
 from __future__ import annotations
 
 import array
-import contextlib
 import fcntl
 import os
 import signal
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Circusd, circusd_argv, wait_for
+from conftest import Circusd, circusd_argv, fill_datagram_queue, wait_for
 
 from circus_linux.kernel.notify import parse_notify
 
@@ -220,15 +219,7 @@ def test_a_notify_receiver_that_stops_reading_never_wedges_circusd(
         env={"NOTIFY_SOCKET": recorder.path, "WATCHDOG_USEC": "100000"},
     )
     recorder.wait("READY", "1")
-    queued = 0
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as probe:
-        probe.connect(recorder.path)
-        probe.setblocking(False)
-        with contextlib.suppress(BlockingIOError):  # fill what room is left: the receiver is full from now on
-            while True:
-                probe.send(b"X-TEST=1")
-                queued += 1
-    assert queued < 10_000
+    assert fill_datagram_queue(recorder.path) < 10_000  # what room is left: the receiver is full from now on
     # commands are answered, workers are replaced, with the receiver full all along
     for _ in range(5):
         assert daemon.call("incr", name="w", waiting=True)["status"] == "ok"

@@ -33,7 +33,11 @@ ffibuilder.set_source(
     sources=[os.path.join(_SRC, "native.c")],
     include_dirs=[_SRC],
     depends=[os.path.join(_SRC, "native.h")],
-    extra_compile_args=["-Wall", "-Wextra", "-Wno-unused-parameter"],
+    # gcc -O2 vectorises only loops its "very cheap" cost model accepts; cl_count_byte's is not one of them
+    # (1.6 GB/s scalar, 20 GB/s vectorised on the project's VM).
+    extra_compile_args=[
+        "-Wall", "-Wextra", "-Wno-unused-parameter", "-ftree-vectorize", "-fvect-cost-model=dynamic",
+    ],
 )
 
 if __name__ == "__main__":

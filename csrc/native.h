@@ -1,10 +1,12 @@
-/* native.h: the C half of circus_linux._native (spawn via clone3, signalfd, subreaper).
+/* native.h: the C half of circus_linux._native (spawn via clone3, signalfd, subreaper, a byte count).
  *
  * Only the block between CDEF-BEGIN and CDEF-END is read by build_native.py as the cffi cdef, so it must
  * stay plain declarations (no #include, no #if, no macros).  Everything is prefixed cl_ (circus-linux).
  */
 #ifndef CIRCUS_LINUX_NATIVE_H
 #define CIRCUS_LINUX_NATIVE_H
+
+#include <stddef.h>
 
 /* CDEF-BEGIN */
 /* One spawn request.  Optional integers use -1 for "leave untouched". */
@@ -55,6 +57,8 @@ int cl_sfd_cloexec(void);
 /* glibc's mallopt(M_MMAP_THRESHOLD) then mallopt(M_TRIM_THRESHOLD): 0, -1 if glibc refused, -ENOSYS without
  * glibc. */
 int cl_tune_malloc(int mmap_threshold, int trim_threshold);
+/* How many bytes of buf[0..len) equal c. */
+size_t cl_count_byte(const unsigned char *buf, size_t len, int c);
 /* CDEF-END */
 
 #endif

@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 from dataclasses import dataclass
 
+from circus_linux.kernel.native import count_byte
 from circus_linux.runtime.stream_lines import split_block
 
 RING_SIZE = 1000  # lines a watcher's ring answers for
@@ -16,6 +17,7 @@ RING_SIZE = 1000  # lines a watcher's ring answers for
 # double before counting again, so a watcher of long lines is not counted at every block.
 RING_BYTES = 1024 * 1024
 COUNT_STEP = 32 * 1024  # newlines are counted backwards this many bytes at a time, stopping when enough
+NEWLINE = ord("\n")
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,6 @@ def count_newlines(block: bytes, enough: int) -> int:
     found, end = 0, len(block)
     while end > 0 and found < enough:
         start = max(0, end - COUNT_STEP)
-        found += block.count(b"\n", start, end)
+        found += count_byte(block, NEWLINE, start, end)
         end = start
     return found

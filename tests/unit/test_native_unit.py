@@ -114,3 +114,16 @@ def test_resolve_mode_refuses_unknown_names(bad: str) -> None:
         native.resolve_mode(bad, None, {})
     with pytest.raises(ValueError, match="unknown spawn mode"):
         native.resolve_mode(None, None, {native.SPAWN_MODE_ENV: bad or "nope"})
+
+
+def test_count_byte_agrees_with_bytes_count_on_every_length_and_window() -> None:
+    # The C loop works in runs of 255 bytes with one-byte counters: lengths around those runs, all-newline
+    # data (a counter at its most), windows, memoryviews, and a window past the end.
+    for n in (0, 1, 254, 255, 256, 510, 511, 4096 + 3):
+        for fill in (b"\n", b"a\n", b"ab\n\n\n"):
+            data = (fill * n)[:n]
+            assert native.count_byte(data, ord("\n")) == data.count(b"\n"), (n, fill)
+            assert native.count_byte(memoryview(data), ord("\n")) == data.count(b"\n")
+            for start, end in ((1, n - 1), (n // 3, n // 2), (n, n), (0, n + 10), (n - 1, 1)):
+                want = data.count(b"\n", start, end) if start < end else 0
+                assert native.count_byte(data, ord("\n"), start, end) == want, (n, fill, start, end)

@@ -111,6 +111,27 @@ def fill_datagram_queue(address: str) -> int:
         return sent
 
 
+@pytest.fixture
+def write_calls(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """What each os.write/os.writev call of the test wrote, in order (the calls still go to the fds)."""
+    calls: list[bytes] = []
+    real_writev, real_write = os.writev, os.write
+
+    def writev(fd: int, bufs: list[bytes | memoryview]) -> int:
+        n = real_writev(fd, bufs)
+        calls.append(b"".join(bytes(b) for b in bufs)[:n])
+        return n
+
+    def write(fd: int, buf: bytes | memoryview) -> int:
+        n = real_write(fd, buf)
+        calls.append(bytes(buf)[:n])
+        return n
+
+    monkeypatch.setattr(os, "writev", writev)
+    monkeypatch.setattr(os, "write", write)
+    return calls
+
+
 def circusd_argv(*args: str) -> list[str]:
     # -P: never import circus_linux from the current directory (the Debian-venv run tests the installed copy).
     return [sys.executable, "-P", "-m", "circus_linux", *args]

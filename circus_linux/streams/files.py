@@ -14,6 +14,7 @@ from typing import Any
 
 from circus_linux.streams.base import Chunk, Stream, opt_bool, opt_int, prefixed, time_prefix
 from circus_linux.streams.fdio import write_all
+from circus_linux.streams.writesize import WriteSizer
 
 _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
 
@@ -39,6 +40,7 @@ class FileStream(Stream):
         self.time_format = time_format or None
         self._fd: int | None = None
         self._size = 0
+        self.sizer = WriteSizer()
 
     # ---------------------------------------------------------------- file handling
     def _open(self) -> int:
@@ -56,7 +58,12 @@ class FileStream(Stream):
         self._write_many([data])
 
     def _write_many(self, buffers: Sequence[bytes]) -> None:
-        self._size += write_all(self._open(), buffers)
+        fd = self._open()
+        limit = self.sizer.limit()
+        cpu0 = time.thread_time_ns()
+        written = write_all(fd, buffers, limit)
+        self.sizer.observe(written, time.thread_time_ns() - cpu0, limit)
+        self._size += written
 
     def _rotate(self) -> None:
         self._close_fd()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import threading
+from pathlib import Path
 
 from circus_linux.runtime.stream_lines import (
     CONTINUED,
@@ -128,3 +129,29 @@ def test_write_all_writes_more_buffers_than_iov_max_through_short_writes() -> No
         reader.join(10)
         os.close(r)
     assert bytes(got) == b"".join(buffers)
+
+
+def test_write_all_cuts_calls_after_a_newline_and_at_most_max_write_bytes(
+    tmp_path: Path, write_calls: list[bytes]
+) -> None:
+    # What each write(2)/writev(2) carried: every call ends at a newline, and only a call holding one line
+    # longer than max_write is longer than max_write. The file gets every byte, in order.
+    rng = random.Random(7)
+    for trial in range(200):
+        max_write = rng.choice([16, 1000, 32 * 1024])
+        buffers = [
+            b"\n".join(b"x" * rng.choice([0, 5, 99, 1000, 40_000, 70_000]) for _ in range(rng.randint(1, 30)))
+            + b"\n"
+            for _ in range(rng.randint(0, 12))
+        ]
+        path = tmp_path / f"out{trial}"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        write_calls.clear()
+        try:
+            assert write_all(fd, buffers, max_write) == sum(len(b) for b in buffers)
+        finally:
+            os.close(fd)
+        assert path.read_bytes() == b"".join(buffers)
+        for call in write_calls:
+            assert call.endswith(b"\n")
+            assert len(call) <= max_write or call.count(b"\n") == 1

@@ -14,6 +14,14 @@ from circus_linux.runtime.streams import apply_stream_options
 from circus_linux.streams import Chunk, is_direct, make_stream
 from circus_linux.streams.files import FileStream, TimedRotatingFileStream, WatchedFileStream
 from circus_linux.streams.journal import JournalStream, journal_fields, stream_header
+from circus_linux.streams.writesize import (
+    MEASURE_FROM,
+    SLOW_NS_PER_BYTE,
+    SMALL,
+    SMALL_FOR,
+    WINDOW,
+    WriteSizer,
+)
 
 
 def chunk(lines: list[bytes], pid: int = 42, wid: int = 1, kind: str = "stdout", t: float = 0.0) -> Chunk:
@@ -168,3 +176,52 @@ def test_set_stream_options_build_a_new_stream_config() -> None:
     assert new.raw["stdout_stream.filename"] == "/tmp/b"
     fresh = apply_stream_options(cfg, {"stderr_stream.class": "StdoutStream"})
     assert fresh.stderr_stream == StreamConfig("StdoutStream", {})
+
+
+def test_write_sizer_goes_small_after_a_slow_window_then_measures_big_writes_again() -> None:
+    sizer = WriteSizer()
+    assert sizer.limit() is None
+    slow = int(SLOW_NS_PER_BYTE * MEASURE_FROM) + MEASURE_FROM
+    fast = int(SLOW_NS_PER_BYTE * MEASURE_FROM) - MEASURE_FROM
+    for _ in range(WINDOW // MEASURE_FROM * 3):
+        sizer.observe(MEASURE_FROM - 1, 10**9, None)  # too small to judge, however slow
+    assert sizer.limit() is None
+    # one slow write in a window of fast ones is an outlier; a window slow on average is not
+    sizer.observe(MEASURE_FROM, 2 * slow, None)
+    for _ in range(WINDOW // MEASURE_FROM - 1):
+        sizer.observe(MEASURE_FROM, fast, None)
+    assert sizer.limit() is None and sizer.slow_spells == 0
+    for _ in range(WINDOW // MEASURE_FROM):
+        sizer.observe(MEASURE_FROM, slow, None)
+    assert sizer.limit() == SMALL and sizer.slow_spells == 1
+    for _ in range(SMALL_FOR // (4 * 1024 * 1024) - 1):
+        sizer.observe(4 * 1024 * 1024, 10**9, SMALL)  # small writes are not judged
+        assert sizer.limit() == SMALL
+    sizer.observe(4 * 1024 * 1024, 0, SMALL)
+    assert sizer.limit() is None  # SMALL_FOR bytes later: whole batches again
+
+
+def test_file_stream_writes_in_small_calls_after_a_measured_slow_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, write_calls: list[bytes]
+) -> None:
+    # The writer thread's CPU clock is the input: whole-batch writes that "took" 1 s each send the stream
+    # to SMALL-byte calls once a window is measured, cut after newlines; the file gets every line.
+    clock = iter(range(0, 10**12, 10**9))  # each reading 1 s after the last: every write looks slow
+    monkeypatch.setattr(time, "thread_time_ns", lambda: next(clock))
+    path = tmp_path / "out.log"
+    s = FileStream(str(path))
+    block = [b"x" * 99] * 3000  # 300 kB of 100-byte lines, two chunks per batch
+    batches = 0
+    while s.sizer.limit() is None:  # whole batches until a window is measured
+        write_calls.clear()
+        s.write([chunk(block), chunk(block)])
+        batches += 1
+        assert [len(c) for c in write_calls] == [600_000]
+    assert batches == -(-WINDOW // 600_000)
+    write_calls.clear()
+    s.write([chunk(block), chunk(block)])
+    sizes = [len(c) for c in write_calls]
+    assert sizes and max(sizes) <= SMALL and sum(sizes) == 600_000
+    s.close()
+    data = path.read_bytes()
+    assert data == (b"x" * 99 + b"\n") * (6000 * (batches + 1))

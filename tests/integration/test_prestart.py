@@ -99,13 +99,17 @@ def test_workers_that_exit_at_once_are_reaped_and_replaced(circusd: Any, tmp_pat
 
 PRESTART_ONLY = """
 import os, sys
+from circus_linux.cli import circusd
 from circus_linux.config import load
 from circus_linux.runtime import signals
 from circus_linux.runtime.prestart import prestart
 cfg = load(sys.argv[1])
 signals.block()
 pre = prestart(cfg, {})
-assert "asyncio" not in sys.modules, "prestart imported asyncio"
+# circusd's path up to its first spawns leaves these for later (tests/integration/test_lean_start.py and
+# bench/ show what they cost).
+for later in ("asyncio", "logging", "circus_linux.config.changes"):
+    assert later not in sys.modules, f"the prestart path imported {later}"
 assert pre is not None and pre.count() == 2, pre
 for w in pre.workers["w"]:
     os.kill(w.pid, 9)
@@ -114,7 +118,7 @@ print("ok", sorted(w.wid for w in pre.workers["w"]))
 """
 
 
-def test_prestart_spawns_without_importing_asyncio(tmp_path: Path, cgroup_root: str) -> None:
+def test_prestart_spawns_without_importing_asyncio_or_logging(tmp_path: Path, cgroup_root: str) -> None:
     ini = tmp_path / "c.ini"
     ini.write_text(
         f"[circus]\ncgroup_root = {cgroup_root}\n[watcher:w]\ncmd = /bin/sleep 1000\nnumprocesses = 2\n"
@@ -163,6 +167,29 @@ def test_workers_are_killed_when_circusd_fails_before_adopting_them(tmp_path: Pa
         taken.close()
     assert out.returncode != 0
     assert "cannot bind" in out.stderr, out.stderr
+    assert _alive_with_argv(marker) == []
+
+
+@pytest.mark.parametrize("where", ["command line", "config"])
+def test_a_log_output_that_cannot_be_opened_is_reported_and_kills_the_prestarted(
+    tmp_path: Path, where: str
+) -> None:
+    # Logging is set up after the prestart's spawns: a log file circusd cannot open is a config error
+    # (exit 1, naming it), and the workers already spawned go with circusd.
+    marker = f"1000.{os.getpid()}{len(where)}"
+    bad = tmp_path / "missing-dir" / "circusd.log"
+    ini = tmp_path / "c.ini"
+    ini.write_text(
+        f"[circus]\nendpoint = ipc://{tmp_path}/c.sock\npubsub_endpoint = ipc://{tmp_path}/p.sock\n"
+        "cgroup_root = no\n"
+        + (f"logoutput = {bad}\n" if where == "config" else "")
+        + f"[watcher:early]\ncmd = /bin/sleep {marker}\nnumprocesses = 3\n"
+    )
+    opts = ["--log-output", str(bad)] if where == "command line" else []
+    out = subprocess.run(circusd_argv(*opts, str(ini)), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1, out.stderr
+    assert f"circusd: cannot open the log output {bad}: No such file or directory" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
     assert _alive_with_argv(marker) == []
 
 

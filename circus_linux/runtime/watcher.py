@@ -743,13 +743,7 @@ class Watcher:
         attempt, not an extra one outside `max_retry`."""
         exits, self._prestart_exits = self._prestart_exits, None
         for wid, lifetime, exit_code in exits or ():
-            self.restarts += 1
-            verdict = self._book.on_exit(wid, lifetime, time.monotonic())
-            if verdict.give_up:
-                self._give_up(
-                    f"worker wid {wid} failed to start {self.config.max_retry + 1} times in a row "
-                    f"(last exit code {exit_code})"
-                )
+            if self._count_exit(wid, lifetime, exit_code):
                 return
 
     def _abort_start(self, hook_name: str) -> None:
@@ -799,15 +793,19 @@ class Watcher:
             if self._prestart_exits is not None and self.state is WatcherState.STOPPED:
                 self._prestart_exits.append((proc.wid, lifetime, status.exit_code))
             return
+        if not self._count_exit(proc.wid, lifetime, status.exit_code):
+            self.wake()
+
+    def _count_exit(self, wid: int, lifetime: float, exit_code: int) -> bool:
+        """An unexpected exit during a start or a run goes into the restart book; True if it gave up."""
         self.restarts += 1
-        verdict = self._book.on_exit(proc.wid, lifetime, time.monotonic())
+        verdict = self._book.on_exit(wid, lifetime, time.monotonic())
         if verdict.give_up:
             self._give_up(
-                f"worker wid {proc.wid} failed to start {self.config.max_retry + 1} times in a row "
-                f"(last exit code {status.exit_code})"
+                f"worker wid {wid} failed to start {self.config.max_retry + 1} times in a row "
+                f"(last exit code {exit_code})"
             )
-            return
-        self.wake()
+        return verdict.give_up
 
     def _give_up(self, reason: str) -> None:
         if self._gave_up:

@@ -19,10 +19,12 @@ from fault.fault_probe import wait_for
 def test_pids_limit_hit_is_reported_and_circusd_keeps_serving(circusd: Any, wire: Any, events: Any) -> None:
     if not (Path("/sys/fs/cgroup/pids").is_dir() or Path("/sys/fs/cgroup/cgroup.controllers").exists()):
         pytest.skip("no pids cgroup controller on this machine")
-    # Each worker wants 3 pids (sh + 2 sleeps): 2 workers under pids_max = 3 make the workers' forks fail.
+    # The worker wants 3 pids (sh + 2 sleeps): under pids_max = 2 its second fork fails, and the worker
+    # itself (whose spawn came first) stays up. With 2 workers under 3 pids, whether the second worker's
+    # clone or its sh's forks hit the limit would depend on how fast the first sh forks.
     d = circusd(
-        "[watcher:capped]\ncmd = sh -c 'sleep 1000 & sleep 1000 & wait'\nnumprocesses = 2\n"
-        "pids_max = 3\nmax_retry = -1\ngraceful_timeout = 2\n"
+        "[watcher:capped]\ncmd = sh -c 'sleep 1000 & sleep 1000 & wait'\nnumprocesses = 1\n"
+        "pids_max = 2\nmax_retry = -1\ngraceful_timeout = 2\n"
     )
     w = wire(d)
     ev = events(d, "watcher.capped.")

@@ -493,17 +493,69 @@ def build_plugin(sec: Section, name: str, col: Collector) -> PluginConfig | None
 def parse_watcher_option(watcher: str, key: str, value: Any) -> tuple[str, Any]:
     """One watcher option given live (`set`): (field, parsed value), with the ini parsers.
 
-    Handles the plain keys and the cgroup limit keys; a cgroup key's field is ``cgroup.<key>``. Values that
-    are already typed (int, float, bool from Circus's circusctl) are parsed from their text. Raises
-    ConfigError naming the key; KeyError for a key it does not know (the caller keeps it as free-form).
+    The field is the option's name, except ``cgroup.<key>`` for a cgroup limit, ``rlimits.<name>`` for
+    ``rlimit_<name>`` and ``hooks.<name>`` for a hook. Values already typed by the client (int, float,
+    bool from Circus's circusctl; an object for ``env``) are parsed from their text. Raises ConfigError
+    naming the key; KeyError for a key it does not know (the caller keeps it as free-form).
     """
-    parser = _CGROUP_KEYS.get(key)
-    field_name = f"cgroup.{key}"
-    if parser is None:
-        parser = _WATCHER_SIMPLE[key]
-        field_name = key
     text = ("true" if value else "false") if isinstance(value, bool) else str(value)
     try:
-        return field_name, parser(text)
+        return _live_option(key, value, text)
     except ValueError as exc:
         raise ConfigError([ConfigIssue("<set>", f"watcher:{watcher}", key, str(exc))]) from None
+
+
+def _live_option(key: str, value: Any, text: str) -> tuple[str, Any]:
+    if key in _CGROUP_KEYS:
+        return f"cgroup.{key}", _CGROUP_KEYS[key](text)
+    if key in _WATCHER_SIMPLE:
+        return key, _WATCHER_SIMPLE[key](text)
+    if key == "cmd":
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"expected a command line, got {value!r}")
+        return key, value.strip()
+    if key == "env":
+        return key, _live_env(value)
+    if key.startswith("rlimit_"):
+        v.rlimit_resource(key[len("rlimit_"):])
+        return f"rlimits.{key[len('rlimit_'):]}", v.parse_rlimit(text)
+    if key.startswith("hooks."):
+        hook = key[len("hooks."):]
+        if hook not in HOOK_NAMES:
+            raise ValueError(f"expected a hook name ({', '.join(sorted(HOOK_NAMES))}), got {hook!r}")
+        target, ignore = _parse_hook(text)
+        return key, HookConfig(hook, target, ignore)
+    prefix, dot, opt = key.partition(".")
+    if dot and prefix in ("stdout_stream", "stderr_stream"):
+        return key, _live_stream_option(opt, text)
+    raise KeyError(key)
+
+
+def _live_env(value: Any) -> dict[str, str]:
+    """`env` for `set`: an object of strings (Circus's circusctl), or KEY=VALUE[,KEY=VALUE...] as text."""
+    if isinstance(value, str):
+        pairs = []
+        for part in (p for p in value.split(",") if p.strip()):
+            k, sep, val = part.partition("=")
+            if not sep or not k.strip():
+                raise ValueError(f"expected KEY=VALUE[,KEY=VALUE...] or an object of strings, got {value!r}")
+            pairs.append((k.strip(), val.strip()))
+        return dict(pairs)
+    if isinstance(value, Mapping) and all(isinstance(x, str) for x in (*value.keys(), *value.values())):
+        return dict(value)
+    raise ValueError(f"expected an object of strings or KEY=VALUE[,KEY=VALUE...], got {value!r}")
+
+
+def _live_stream_option(opt: str, text: str) -> Any:
+    if opt == "class":
+        name = text.strip().removeprefix("circus.stream.")
+        if "." not in name and name not in STREAM_CLASSES:
+            known = ", ".join(sorted(STREAM_CLASSES))
+            raise ValueError(f"expected a stream class ({known}) or a dotted path, got {text!r}")
+        return name
+    parser = _STREAM_OPTION_PARSERS.get(opt)
+    if parser is not None:
+        return parser(text)
+    if opt == "rotate_when" and not _ROTATE_WHEN.fullmatch(text.strip()):
+        raise ValueError(f"expected S, M, H, D, midnight or W0..W6, got {text!r}")
+    return text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -18,7 +19,12 @@ from circus_linux.kernel.notify import Notifier, NotifyServer, watchdog_usec
 from circus_linux.kernel.sockets import listen_fds
 from circus_linux.runtime import stream_reader
 from circus_linux.runtime import tasks as tasks_mod
-from circus_linux.runtime.plugins import apply_plugin_changes, plugin_watchers, start_plugin_watchers
+from circus_linux.runtime.plugins import (
+    apply_plugin_changes,
+    is_plugin_watcher,
+    plugin_watchers,
+    start_plugin_watchers,
+)
 from circus_linux.runtime.process import Process
 from circus_linux.runtime.sdnotify import SafeNotifier
 from circus_linux.runtime.signals import SignalReader
@@ -65,6 +71,8 @@ class Arbiter:
         self._signals: SignalReader | None = None
         self._notify_server: NotifyServer | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._loops: set[asyncio.Task[Any]] = set()  # of _tasks: the status and watchdog loops
+        self._loaded: dict[str, Any] = {}  # watcher name -> the config it was made or last reloaded from
         self._reload_lock = asyncio.Lock()
         self.started = time.time()
         self.ready = False
@@ -179,6 +187,7 @@ class Arbiter:
             self.cgroups.create(cfg)
         watcher = Watcher(cfg, self._services())
         self.watchers[cfg.name] = watcher
+        self._loaded[cfg.name] = cfg
         return watcher
 
     async def start(self, announce: bool = True) -> None:
@@ -198,10 +207,10 @@ class Arbiter:
         self.ready = True
         self.emit("arbiter.ready", {"watchers": list(self.watchers)})
         self.notifier.notify("READY=1", STATUS=self.status_line(), MAINPID=os.getpid())
-        self._own(self._status_loop())
+        self._own(self._status_loop(), loop=True)
         interval = watchdog_usec()
         if interval:
-            self._own(self._watchdog_loop(interval / 2_000_000))
+            self._own(self._watchdog_loop(interval / 2_000_000), loop=True)
 
     async def run(self) -> int:
         """The whole life of circusd: setup, start, serve until asked to stop, stop in reverse priority."""
@@ -244,7 +253,7 @@ class Arbiter:
         for watcher in self.watchers.values():
             watcher.thaw()
         self.streams.thaw()
-        self._own(self._status_loop())
+        self._own(self._status_loop(), loop=True)
         self.notifier.notify("READY=1", STATUS=self.status_line())
 
     def handle_usr2(self) -> None:
@@ -262,8 +271,18 @@ class Arbiter:
         self._shut_down = True
         self.notifier.notify("STOPPING=1", STATUS="stopping")
         self.emit("arbiter.stopping", {})
+        # Work of the arbiter's own (a SIGHUP reload, an upgrade) ends first: carried on, a reload would
+        # add and start watchers while they are being closed. The status and watchdog loops go on.
+        work = [t for t in self._tasks if t not in self._loops]
+        for task in work:
+            task.cancel()
+        if work:
+            await asyncio.gather(*work, return_exceptions=True)
         for watcher in _ordered(list(self.watchers.values()), reverse=True):
-            await watcher.close()
+            try:
+                await watcher.close()
+            except Exception:  # a bug in one watcher's stop must not leave the others' workers running
+                log.exception("watcher %s: close failed", watcher.name)
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -282,10 +301,14 @@ class Arbiter:
             self.cgroups.cleanup()
         self.sockets.close()
 
-    def _own(self, coro: Any) -> asyncio.Task[Any]:
+    def _own(self, coro: Any, loop: bool = False) -> asyncio.Task[Any]:
+        """A task of the arbiter's; `loop`: one of the status/watchdog loops, which run until the end."""
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        if loop:
+            self._loops.add(task)
+            task.add_done_callback(self._loops.discard)
         return task
 
     # ------------------------------------------------------------------ systemd
@@ -415,6 +438,7 @@ class Arbiter:
         # fail as "not found" (Watcher._command).
         watcher.remove()
         self.watchers.pop(name, None)
+        self._loaded.pop(name, None)
         if self.cgroups is not None and stop:
             self.cgroups.remove(name)
         if stop:
@@ -440,7 +464,12 @@ class Arbiter:
         """Re-read the file and apply the difference, in priority order. A broken file changes nothing."""
         async with self._reload_lock:
             new = configmod.load(self.config.path)
-            plan = configmod.diff(self.config, new)
+            # Against the watchers running now, as Circus does: one removed by `rm` comes back if the file
+            # has it, one made by `add` goes unless the file has it (then its section decides). Each is
+            # compared with the config it was made or last reloaded from, so `set` changes stay until the
+            # file's section changes.
+            running = tuple(self._loaded[n] for n in self.watchers if not is_plugin_watcher(n))
+            plan = configmod.diff(dataclasses.replace(self.config, watchers=running), new)
             self.emit("arbiter.reloading", {"path": self.config.path})
             by_name = {w.name: w for w in new.watchers}
             for name in plan.removed:
@@ -450,13 +479,14 @@ class Arbiter:
                     self.sockets.add(sec, {})
             for name in plan.changed:
                 watcher = self.watchers[name]
-                watcher.config = by_name[name]
+                watcher.config = self._loaded[name] = by_name[name]
                 watcher.numprocesses = by_name[name].numprocesses
                 try:
                     await watcher.reload(graceful=True)
                 except ReloadAbandoned as exc:  # stopped meanwhile: its new config stays, the plan goes on
                     log.info("%s", exc)
             for name, (_old, new_n) in plan.scaled.items():
+                self._loaded[name] = by_name[name]
                 await self.watchers[name].set_numprocesses(new_n)
             added = [self._make_watcher(by_name[n]) for n in plan.added]
             for watcher in _ordered(added):

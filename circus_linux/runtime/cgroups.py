@@ -66,7 +66,11 @@ class WatcherHandle(kcg.Placement):
         self.pids_limited = False  # a pids_max is set: only then can pids.events count anything of ours
 
     def kill(self) -> None:
-        self.cg.kill()
+        # Not cgroup.kill: after one write to it, Linux 6.18 (the project's VM, 6.18.44) SIGKILLs every
+        # child later cloned into the cgroup with CLONE_INTO_CGROUP (how we spawn), so a watcher stopped
+        # that way and started again lost each new worker at once and gave up. Freezing the cgroup and
+        # signalling its pids is as safe against forks, and leaves the cgroup usable.
+        self.cg.kill(use_cgroup_kill=False)
 
     def populated(self) -> bool:
         return self.cg.populated()

@@ -27,6 +27,8 @@ log = logging.getLogger("circus_linux.watcher")
 # How many spawns one reconcile pass does before yielding to the loop, so that a 500-worker start never
 # keeps control commands or reaping waiting for more than a few milliseconds.
 SPAWN_BATCH = 16
+# After a reconcile pass failed (a bug), the manager tries again this much later.
+PASS_RETRY = 1.0
 # After SIGKILL a child can only linger in uninterruptible sleep; we stop waiting after this long.
 KILL_WAIT = 10.0
 
@@ -224,6 +226,8 @@ class Watcher:
         """Begin a start (False: already running, or a before_start hook refused); see _started()."""
         if self.state in (WatcherState.STARTING, WatcherState.ACTIVE):
             return False
+        if self.state is WatcherState.STOPPING:
+            await self._stop_locked()  # a stop cancelled half-way: finished before the start
         if not await self._hook("before_start"):
             log.warning("watcher %s: start aborted by its before_start hook", self.name)
             return False
@@ -264,10 +268,13 @@ class Watcher:
             await self._stop_locked()
 
     async def _stop_locked(self) -> None:
-        if self.state in (WatcherState.STOPPED, WatcherState.STOPPING):
+        if self.state is WatcherState.STOPPED:
             return
-        await self._hook("before_stop")  # result ignored (Circus)
-        self._set_state(WatcherState.STOPPING)
+        if self.state is not WatcherState.STOPPING:
+            await self._hook("before_stop")  # result ignored (Circus)
+            self._set_state(WatcherState.STOPPING)
+        # Else an earlier stop was cancelled half-way (its command was, e.g. by circusd's shutdown): stops
+        # run under the lock, so none is running now, and this one finishes the job.
         await asyncio.gather(*(self._stop_process(p) for p in self.processes()))
         cg = self.svc.cgroup(self.name)
         if cg is not None and cg.populated():
@@ -479,8 +486,9 @@ class Watcher:
         return True
 
     async def kill(
-        self, pid: int | None = None, signum: int = signals_mod.SIGKILL, graceful_timeout: float | None = None
+        self, pid: int | None = None, signum: int | None = None, graceful_timeout: float | None = None
     ) -> None:
+        """signum (stop_signal if None), then SIGKILL after graceful_timeout (the watcher's if None)."""
         targets = [self._get(pid)] if pid is not None else self.processes()
         await asyncio.gather(
             *(self._stop_process(p, sig=signum, graceful_timeout=graceful_timeout) for p in targets)
@@ -543,7 +551,8 @@ class Watcher:
 
     # ---------------------------------------------------------------- options
     async def set_options(self, changes: Mapping[str, Any]) -> list[str]:
-        """Apply already-parsed option changes; returns the keys that needed a graceful reload."""
+        """Apply option changes parsed by the caller (control/commands/set.parse_options: typed values,
+        `rlimit_<name>` and `hooks.<name>` keys); returns the keys that needed a graceful reload."""
         changes = dict(changes)
         n = changes.pop("numprocesses", None)
         needs_reload: list[str] = []
@@ -557,7 +566,16 @@ class Watcher:
         if changes:
             fields = {f.name for f in dataclasses.fields(self.config)}
             direct = {k: v for k, v in changes.items() if k in fields}
-            extra = {k: v for k, v in changes.items() if k not in fields}
+            rlimits = {k[len("rlimit_"):]: v for k, v in changes.items() if k.startswith("rlimit_")}
+            hooks = {k[len("hooks."):]: v for k, v in changes.items() if k.startswith("hooks.")}
+            if rlimits:
+                direct["rlimits"] = {**self.config.rlimits, **rlimits}
+            if hooks:
+                direct["hooks"] = {**self.config.hooks, **hooks}
+            extra = {
+                k: v for k, v in changes.items()
+                if k not in fields and not k.startswith(("rlimit_", "hooks."))
+            }
             cfg = dataclasses.replace(self.config, **direct)
             if extra and hasattr(cfg, "extra"):
                 cfg = dataclasses.replace(cfg, extra={**cfg.extra, **extra})
@@ -582,6 +600,11 @@ class Watcher:
                 self._in_pass = True
                 try:
                     timeout = await self._reconcile()
+                except Exception:
+                    # A bug in one pass must not leave the pool without a manager for good (nothing would
+                    # respawn, and freeze/close would re-raise it): logged, and the pass is tried again.
+                    log.exception("watcher %s: reconcile pass failed; again in %ss", self.name, PASS_RETRY)
+                    timeout = PASS_RETRY
                 finally:
                     self._in_pass = False
                 async with self._pass_done:
@@ -620,17 +643,20 @@ class Watcher:
                 self._spawn_task(self._stop_process(p))
         live = self.live()
 
+        # Taken now, not cleared at the end: an incr/start/reload asking for spawns while this pass yields
+        # (warmup_delay, hooks, every SPAWN_BATCH spawns) has its own pass next, with respawn = false too.
+        explicit, self._explicit_spawn = self._explicit_spawn, False
         if len(live) > self.numprocesses:
             for pid in pick_to_stop([(p.pid, p.started_mono) for p in live], len(live) - self.numprocesses):
                 proc = self.procs[pid]
                 proc.expected_exit = True
                 self._spawn_task(self._stop_process(proc))
-        elif len(live) < self.numprocesses and (self.config.respawn or self._explicit_spawn):
+        elif len(live) < self.numprocesses and (self.config.respawn or explicit):
             wids, retry_at = wids_to_spawn(self.numprocesses, [p.wid for p in live], self._book, now)
             if retry_at is not None:
                 wake_at.append(retry_at)
             for i, wid in enumerate(wids):
-                if self.state not in (WatcherState.STARTING, WatcherState.ACTIVE):
+                if self.state not in (WatcherState.STARTING, WatcherState.ACTIVE) or self._gave_up:
                     break
                 if self._has_hook("before_spawn"):
                     # Awaited per spawn, in a thread: the cost (see docs/PLUGINS.md) is paid only when the
@@ -649,7 +675,6 @@ class Watcher:
                     await asyncio.sleep(self.config.warmup_delay)
                 elif (i + 1) % SPAWN_BATCH == 0:
                     await asyncio.sleep(0)
-        self._explicit_spawn = False
         if failed_spawn:
             # A failed spawn (EMFILE, EAGAIN, a missing binary) leaves no child whose exit would wake us:
             # without a wake-up of our own the slot stayed empty until some unrelated command came.

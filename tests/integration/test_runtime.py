@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import itertools
 import os
@@ -549,6 +550,184 @@ def test_mass_kill_of_500_workers_all_come_back(arena: Arena) -> None:
         )
         assert sorted(p.wid for p in w.live()) == list(range(1, 501))
         await h.until(lambda: all(not alive(pid) for pid in before), what="no zombies")
+
+    arena.run(body)
+
+
+def _children_of_us() -> list[int]:
+    """This process's children, whatever thread made them (proc(5): the children file is per thread)."""
+    kids: list[int] = []
+    for tid in os.listdir("/proc/self/task"):
+        with contextlib.suppress(FileNotFoundError), open(f"/proc/self/task/{tid}/children") as fh:
+            kids += [int(x) for x in fh.read().split()]
+    return kids
+
+
+def _ignores_term(pid: int) -> bool:
+    """The worker ran its `trap "" TERM` (SigIgn in /proc/PID/status): a TERM sent before would kill it."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    ign = next(line.split()[1] for line in status.splitlines() if line.startswith("SigIgn:"))
+    return bool(int(ign, 16) & (1 << (signal.SIGTERM - 1)))
+
+
+def test_a_stop_cancelled_half_way_is_finished_by_the_next_stop_or_start(arena: Arena) -> None:
+    # circusd's shutdown cancels the commands in flight: a stop cancelled after STOPPING left the watcher
+    # stuck there (start refused, every later stop a no-op) and its workers outliving circusd.
+    async def body(make_arbiter: Any) -> None:
+        h = await make_arbiter(
+            "[watcher:deaf]\ncmd = sh -c 'trap \"\" TERM; while :; do sleep 0.1; done'\n"
+            "graceful_timeout = 30\nnumprocesses = 2\n"
+        )
+        w = h.arbiter.get_watcher("deaf")
+
+        async def cancelled_stop() -> list[int]:
+            pids = [p.pid for p in w.live()]
+            await h.until(lambda: all(_ignores_term(p) for p in pids), what="the workers' trap")
+            stopping = asyncio.create_task(w.stop())
+            await h.until(lambda: w.state is WatcherState.STOPPING, what="the stop under way")
+            stopping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await stopping
+            assert w.state is WatcherState.STOPPING and all(alive(p) for p in pids)
+            return pids
+
+        pids = await cancelled_stop()
+        w.config = dataclasses.replace(w.config, graceful_timeout=0.2)  # the finishing stop kills soon
+        await w.start()  # finishes the stop first, then starts
+        assert w.state is WatcherState.ACTIVE and not any(alive(p) for p in pids)
+        w.config = dataclasses.replace(w.config, graceful_timeout=30)
+        again = await cancelled_stop()
+        w.config = dataclasses.replace(w.config, graceful_timeout=0.2)
+        await h.arbiter.shutdown()  # what circusd does after cancelling its commands
+        await h.until(lambda: not any(alive(p) for p in again), what="no worker outliving the shutdown")
+        assert w.state is WatcherState.STOPPED
+
+    arena.run(body)
+
+
+def test_a_watcher_whose_stop_had_to_kill_its_cgroup_starts_again(arena: Arena) -> None:
+    # Each worker ignores TERM and keeps a child: its stop ends in SIGKILL, then the cgroup's kill takes
+    # the orphaned child. With cgroup.kill, Linux 6.18 then SIGKILLed every worker cloned into the cgroup
+    # (CLONE_INTO_CGROUP): the next start lost all of them and gave up.
+    async def body(make_arbiter: Any) -> None:
+        h = await make_arbiter(
+            "[watcher:deaf]\ncmd = sh -c 'trap \"\" TERM; while :; do sleep 0.1; done'\n"
+            "graceful_timeout = 0.2\nnumprocesses = 2\n"
+        )
+        w = h.arbiter.get_watcher("deaf")
+        old = [p.pid for p in w.live()]
+        await h.until(lambda: all(_ignores_term(p) for p in old), what="the workers' trap")
+        await w.stop()
+        await w.start()
+        new = [p.pid for p in w.live()]
+        assert len(new) == 2 and not set(new) & set(old)
+        # Past their trap, they were not killed on the way in: alive, never reaped, still the pool.
+        await h.until(lambda: all(_ignores_term(p) for p in new), what="the new workers' trap")
+        reaped = {r["process_pid"] for r in h.topics("deaf.reap")}
+        assert all(alive(p) for p in new) and not reaped & set(new)
+        assert [p.pid for p in w.live()] == new and w.state is WatcherState.ACTIVE
+
+    arena.run(body)
+
+
+def test_a_failing_reconcile_pass_does_not_end_the_manager(arena: Arena, monkeypatch: Any) -> None:
+    async def body(make_arbiter: Any) -> None:
+        h = await make_arbiter("[watcher:w]\ncmd = sleep 1000\nnumprocesses = 2\n")
+        w = h.arbiter.get_watcher("w")
+        real = w._reconcile
+        failures: list[int] = []
+
+        async def once_broken() -> float | None:
+            if not failures:
+                failures.append(1)
+                raise RuntimeError("a bug in a pass")
+            return await real()
+
+        monkeypatch.setattr(w, "_reconcile", once_broken)
+        victim = w.live()[0].pid
+        os.kill(victim, signal.SIGKILL)
+        await h.until(lambda: len(w.live()) == 2 and victim not in w.procs, what="the replacement")
+        assert failures and w._managed()
+        await w.freeze()  # and freeze/close do not re-raise it
+
+    arena.run(body)
+
+
+def test_circusd_shutdown_ends_a_sighup_reload_before_closing_the_watchers(arena: Arena) -> None:
+    async def body(make_arbiter: Any) -> None:
+        h = await make_arbiter(
+            "[watcher:w]\ncmd = sleep 1000\nnumprocesses = 2\n"
+            "[watcher:later]\ncmd = sleep 1000\nautostart = false\n"
+        )
+        before = set(_children_of_us())
+        h.arbiter.handle_hup()
+        await asyncio.sleep(0)  # the reload task has begun
+        await h.arbiter.shutdown()
+        assert all(w.state is WatcherState.STOPPED for w in h.arbiter.watchers.values())
+        await h.until(lambda: not (set(_children_of_us()) - before) and not any(alive(p) for p in before),
+                      what="no worker left")
+
+    arena.run(body)
+
+
+def test_reloadconfig_diffs_against_the_running_watchers(arena: Arena) -> None:
+    async def body(make_arbiter: Any) -> None:
+        base = "[watcher:a]\ncmd = sleep 1000\n"
+        h = await make_arbiter(base + "[watcher:b]\ncmd = sleep 1000\n")
+        arb, path = h.arbiter, Path(h.arbiter.config.path)
+        await arb.rm_watcher("b")
+        # rm, then the same file: b comes back (Circus compares the file with what runs)
+        assert (await arb.reload_config())["added"] == ["b"] and arb.get_watcher("b").live()
+        await arb.rm_watcher("b")
+        path.write_text(path.read_text().replace("[watcher:b]\ncmd = sleep 1000\n", ""))
+        assert (await arb.reload_config())["added"] == []  # b gone from both: nothing to do, no error
+        path.write_text(path.read_text().replace("sleep 1000\n", "sleep 1000\nnumprocesses = 3\n"))
+        assert (await arb.reload_config())["scaled"] == {"a": [1, 3]}
+        # add, then the file names the same watcher with the same section: the running watcher stays
+        added = await arb.add_watcher(dataclasses.replace(arb.get_watcher("a").config, name="x",
+                                                          numprocesses=2), start=True)
+        pids = [p.pid for p in added.live()]
+        path.write_text(path.read_text() + "[watcher:x]\ncmd = sleep 1000\nnumprocesses = 2\n")
+        report = await arb.reload_config()
+        assert "x" not in report["added"] and arb.get_watcher("x") is added
+        assert [p.pid for p in added.live()] == pids
+        # and a watcher made by add that the file does not name goes, as with Circus
+        other = await arb.add_watcher(dataclasses.replace(arb.get_watcher("a").config, name="y"), start=True)
+        gone = [p.pid for p in other.live()]
+        assert (await arb.reload_config())["removed"] == ["y"] and "y" not in arb.watchers
+        await h.until(lambda: not any(alive(p) for p in gone), what="y's worker stopped")
+
+    arena.run(body)
+
+
+def test_an_incr_during_a_pass_of_a_respawn_false_watcher_is_not_lost(arena: Arena) -> None:
+    async def body(make_arbiter: Any) -> None:
+        h = await make_arbiter(
+            "[watcher:slow]\ncmd = sleep 1000\nnumprocesses = 2\nrespawn = false\nwarmup_delay = 0.3\n"
+            "autostart = false\n"
+        )
+        w = h.arbiter.get_watcher("slow")
+        await w.start(wait=False)
+        await h.until(lambda: len(w.live()) == 1, what="the first spawn, then the warmup delay")
+        assert w._in_pass
+        await w.incr(1)  # asks for a spawn while the pass still sleeps before its second one
+        await h.until(lambda: len(w.live()) == 3, timeout=10, what="3 workers")
+        assert w.state is WatcherState.ACTIVE
+
+    arena.run(body)
+
+
+def test_a_give_up_ends_the_pass_that_gave_up(arena: Arena) -> None:
+    async def body(make_arbiter: Any) -> None:
+        h = await make_arbiter("[watcher:bad]\ncmd = /nonexistent/binary\nnumprocesses = 20\nmax_retry = 0\n"
+                               "autostart = false\n")
+        w = h.arbiter.get_watcher("bad")
+        await w.start()
+        await h.until(lambda: w.state is WatcherState.STOPPED, what="the stop after the give-up")
+        assert len(h.topics("bad.exec_error")) == 1 and len(h.topics("bad.giveup")) == 1
 
     arena.run(body)
 

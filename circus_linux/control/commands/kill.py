@@ -1,9 +1,9 @@
-"""kill: stop a watcher's processes (or one of them) now, escalating to SIGKILL after a grace period.
+"""kill: stop a watcher's processes (or one of them) now: a signal, then SIGKILL after a grace period.
 
 Request properties:
   name              (string, required)  the watcher
   pid               (integer, optional)  only this process
-  signum            (signal, default SIGKILL)  the first signal sent
+  signum            (signal, default: the watcher's stop_signal, as in Circus)  the first signal sent
   graceful_timeout  (number, optional)  seconds before SIGKILL (the watcher's graceful_timeout if absent)
   waiting           (bool, default false)  reply when the processes are gone
 Reply: `{"status": "ok"}`. The watcher respawns killed processes as its policy says.
@@ -13,7 +13,6 @@ CLI: `circusctl kill <name> [pid] [--signum=SIG] [--graceful-timeout=S] [--waiti
 
 from __future__ import annotations
 
-import signal as _signal
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,6 +34,6 @@ async def execute(arbiter: Any, props: Mapping[str, Any]) -> Action:
     pid = props.get("pid")
     if pid is not None:
         find_process(watcher, pid)
-    signum = props.get("signum", int(_signal.SIGKILL))
+    signum = props.get("signum")  # None: the watcher's stop_signal
     timeout = props.get("graceful_timeout")
     return Action(lambda: watcher.kill(pid=pid, signum=signum, graceful_timeout=timeout))

@@ -2,19 +2,25 @@
 
 Request properties:
   name     (string, required)  the watcher
-  options  (object, required)  {key: value}; Circus's circusctl sends typed values, older scripts send
-           text: a decimal string is accepted for the numeric keys below
+  options  (object, required)  {key: value}; Circus's circusctl sends typed values, ours and older
+           scripts send text: every known key is parsed as the ini parses it (`stop_signal = INT`,
+           `shell = yes`, `env` as an object or KEY=VALUE,..., `rlimit_nofile = 4096`, `hooks.NAME`,
+           `stdout_stream.max_bytes`); a bad value is errno 3 naming the key and nothing changes. Keys the
+           config does not know are kept as free-form options (text), as in the ini
   waiting  (bool, default false)  reply when the change is applied (processes spawned/stopped)
 Reply: `{"status": "ok"}`.
 Cgroup limits (memory_max, memory_high, memory_swap_max, cpu_max, cpu_weight, io_weight, pids_max) are
 parsed like the ini (`256M`, `20%`, `max`), written to the watcher's cgroup at once and kept in its
 config; a bad value is errno 3 naming the key, a value the kernel refuses (or no cgroups) errno 5.
-Errors: errno 3 "program NAME not found", or a bad key/value as the runtime judges it.
+Errors: errno 3 "program NAME not found", a bad value, a key that only the configuration file can change
+(`sockets`, `name`, ...), numprocesses above 1 for a singleton.
 CLI: `circusctl set <name> <key> <value> [key value...] [--waiting]`
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,23 +35,38 @@ PROPERTIES = (
     Prop("options", Kind.DICT, required=True),
     Prop("waiting", Kind.BOOL),
 )
-_INT_KEYS = frozenset({"numprocesses", "max_retry", "max_age", "max_age_variance", "priority"})
-_FLOAT_KEYS = frozenset({"warmup_delay", "graceful_timeout", "retry_in", "check_delay"})
 
 
-def coerce(options: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(options)
+def parse_options(watcher: Any, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The non-cgroup keys of ``options``, parsed like the ini (config.parse_watcher_option) before the
+    reply: a bad value is errno 3 naming the key, and nothing is changed. Keys the config does not know
+    stay free-form options (as in the ini: plugins read them, e.g. ``flapping.max_retry``), kept as text.
+    """
+    cfg = getattr(watcher, "config", None)
+    fields = {f.name for f in dataclasses.fields(cfg)} if dataclasses.is_dataclass(cfg) else set()
+    out: dict[str, Any] = {}
     for key, value in options.items():
-        if isinstance(value, str) and (key in _INT_KEYS or key in _FLOAT_KEYS):
-            try:
-                out[key] = int(value) if key in _INT_KEYS else float(value)
-            except ValueError:
+        if key in CGROUP_KEYS:
+            continue
+        try:
+            _field, out[key] = configmod.parse_watcher_option(watcher.name, key, value)
+        except ConfigError as exc:
+            raise RequestError(_issues(exc), Errno.MESSAGE_ERROR, "options") from None
+        except KeyError:
+            if key in fields:
                 raise RequestError(
-                    f"{key!r} must be a number, got {value!r}", Errno.MESSAGE_ERROR, "options"
+                    f"{key!r} cannot be changed with set: edit the configuration file, then reloadconfig",
+                    Errno.MESSAGE_ERROR,
+                    "options",
                 ) from None
-    if "numprocesses" in out and (not isinstance(out["numprocesses"], int) or out["numprocesses"] < 0):
-        raise RequestError("numprocesses must be a non-negative integer", Errno.MESSAGE_ERROR, "options")
+            out[key] = value if isinstance(value, str) else json.dumps(value)
+    if out.get("numprocesses", 0) > 1 and getattr(cfg, "singleton", False):
+        raise RequestError("singleton watcher: numprocesses cannot exceed 1", Errno.MESSAGE_ERROR, "options")
     return out
+
+
+def _issues(exc: ConfigError) -> str:
+    return "invalid value for " + "; ".join(f"{i.key}: {i.message}" for i in exc.issues)
 
 
 CGROUP_KEYS = frozenset(
@@ -61,8 +82,7 @@ def cgroup_changes(watcher: str, options: Mapping[str, Any]) -> tuple[dict[str, 
         try:
             _field, value = configmod.parse_watcher_option(watcher, key, options[key])
         except ConfigError as exc:
-            msg = "; ".join(f"{i.key}: {i.message}" for i in exc.issues)
-            raise RequestError(f"invalid value for {msg}", Errno.MESSAGE_ERROR, "options") from None
+            raise RequestError(_issues(exc), Errno.MESSAGE_ERROR, "options") from None
         parsed[key] = value
         texts[key] = str(options[key])
     return parsed, texts
@@ -71,7 +91,7 @@ def cgroup_changes(watcher: str, options: Mapping[str, Any]) -> tuple[dict[str, 
 async def execute(arbiter: Any, props: Mapping[str, Any]) -> Action:
     watcher = get_watcher(arbiter, props["name"])
     limits, texts = cgroup_changes(watcher.name, props["options"])
-    options = coerce({k: v for k, v in props["options"].items() if k not in CGROUP_KEYS})
+    options = parse_options(watcher, props["options"])
     cgroups = getattr(arbiter, "cgroups", None)
     if limits and cgroups is None:
         raise RequestError(

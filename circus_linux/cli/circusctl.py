@@ -32,6 +32,17 @@ if TYPE_CHECKING:
     from circus_linux.control.multi import Host
 
 DEFAULT_PUBSUB = "tcp://127.0.0.1:5556"
+# Exit statuses. Circus's circusctl exits 3 on an error reply, but 0 with --json/--prettify: ours keeps 3
+# there too, so that a failing command never looks successful to a script.
+EXIT_OK = 0
+EXIT_UNREACHED = 1  # no answer: connection failure, timeout, bad endpoint
+EXIT_USAGE = 2
+EXIT_ERROR_REPLY = 3  # circusd answered {"status": "error"}
+EXIT_STATUS_HELP = (
+    "Exit status: 0 success; 1 circusd not reached (bad endpoint, connection failure, timeout); 2 usage "
+    "error; 3 circusd answered with an error, also with --json/--prettify (where Circus's circusctl exits 0)."
+)
+SINGLETON_MSG = "This watcher is a Singleton - not changing the number of processes"
 COMMAND_HELP = {
     "add": "add a watcher: add [--start] NAME CMD...",
     "rm": "remove a watcher: rm NAME [--nostop]",
@@ -57,11 +68,12 @@ COMMAND_HELP = {
     "globaloptions": "the [circus] options: globaloptions [OPTION]",
     "signal": "send a signal: signal NAME [PID [CHILDPID]] SIGNUM [--children] [--recursive]",
     "kill": "kill processes now: kill NAME [PID] [--signum SIG] [--graceful-timeout S] [--waiting]",
-    "listen": "print the event stream: listen [ENDPOINT] [TOPIC...] [-n COUNT]",
+    "listen": "print the event stream: listen [PUBSUB] [TOPIC...] [-n COUNT], or as in Circus: "
+    "--endpoint PUBSUB listen [TOPIC...]",
     "logs": "captured output of a watcher: logs NAME [-f] [--wid N] [--lines N] [--pubsub ENDPOINT]",
     "keygen": "write a CURVE key pair (no circusd needed): keygen DIR [NAME]",
 }
-# `set` values Circus's own circusctl converts before sending; the rest travel as text.
+# `set` values Circus's own circusctl converts before sending; the rest travel as text (circusd parses them).
 _INT_KEYS = {"numprocesses", "max_retry", "max_age", "max_age_variance", "priority"}
 _FLOAT_KEYS = {"warmup_delay", "graceful_timeout", "retry_in", "check_delay"}
 _BOOL_KEYS = {
@@ -87,12 +99,15 @@ def _globals(parser: argparse.ArgumentParser, suppress: bool) -> None:
         "--endpoint",
         action="append",
         default=default,
-        help="control endpoint (env CIRCUSCTL_ENDPOINT); repeat it to run on several hosts",
+        help="control endpoint (env CIRCUSCTL_ENDPOINT); repeat it to run on several hosts; "
+        "for listen, the pubsub endpoint (the env variable is not used there)",
     )
     add_remote_options(parser, suppress)
     parser.add_argument("--timeout", type=float, default=argparse.SUPPRESS if suppress else 5.0)
-    parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS if suppress else False)
-    parser.add_argument("--prettify", action="store_true", default=argparse.SUPPRESS if suppress else False)
+    parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS if suppress else False,
+                        help="print the raw JSON reply (an error reply still exits 3)")  # fmt: skip
+    parser.add_argument("--prettify", action="store_true", default=argparse.SUPPRESS if suppress else False,
+                        help="print the JSON reply indented (an error reply still exits 3)")  # fmt: skip
 
 
 def add_remote_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
@@ -159,6 +174,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="circusctl",
         description="Control a running circusd. With no command, opens an interactive shell.",
+        epilog=EXIT_STATUS_HELP,
         formatter_class=HelpFormatter,
     )
     _globals(parser, suppress=False)
@@ -233,8 +249,14 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--graceful-timeout", "--graceful_timeout", dest="graceful_timeout", type=float)
     p.add_argument("--waiting", action="store_true")
     p = add("listen")
-    p.add_argument("pubsub", nargs="?", metavar="ENDPOINT", help=f"default {DEFAULT_PUBSUB}")
-    p.add_argument("topics", nargs="*", metavar="TOPIC")
+    # One list, split by split_listen(): argparse cannot tell `listen ENDPOINT` from Circus's `listen TOPIC`.
+    p.add_argument(
+        "topics",
+        nargs="*",
+        metavar="[PUBSUB] TOPIC",
+        help=f"topic prefixes (default: all). A first word with :// is the pubsub endpoint; without one, "
+        f"the --endpoint given (one; several: each host's own), else {DEFAULT_PUBSUB}",
+    )
     p.add_argument("-n", "--count", type=int, help="exit after COUNT events")
     p = add("logs")
     p.add_argument("name")
@@ -260,16 +282,35 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpar
         setattr(ns, dest, [*getattr(ns, dest), *extra])
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if getattr(ns, "command", None) == "listen":
+        ns.pubsub, ns.topics = split_listen(ns.topics)
     return ns
 
 
+def split_listen(words: Sequence[str]) -> tuple[str | None, list[str]]:
+    """`listen` positionals as (endpoint or None, topics): ours is `listen [ENDPOINT] [TOPIC...]`, Circus's
+    `--endpoint PUBSUB listen [TOPIC...]`. A topic never holds "://", an endpoint always does."""
+    if words and "://" in words[0]:
+        return words[0], list(words[1:])
+    return None, list(words)
+
+
+_BOOL_WORDS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False,
+               "off": False}
+
+
 def _convert(key: str, value: str) -> Any:
-    if key in _INT_KEYS:
-        return int(value)
-    if key in _FLOAT_KEYS:
-        return float(value)
+    """Typed as Circus's circusctl sends it when the text reads as that type; else the text itself, which
+    circusd parses (and refuses, naming the key, when it is not a valid value)."""
+    try:
+        if key in _INT_KEYS:
+            return int(value)
+        if key in _FLOAT_KEYS:
+            return float(value)
+    except ValueError:
+        return value
     if key in _BOOL_KEYS:
-        return value.lower() in ("1", "true", "yes", "on")
+        return _BOOL_WORDS.get(value.strip().lower(), value)
     return value
 
 
@@ -377,6 +418,8 @@ def render(command: str, reply: dict[str, Any]) -> str:
         return ",".join(reply["watchers"])
     if "pids" in reply:
         return ",".join(str(p) for p in reply["pids"])
+    if reply.get("singleton") and command in ("incr", "decr"):
+        return SINGLETON_MSG
     if "numprocesses" in reply:
         return str(reply["numprocesses"])
     if "numwatchers" in reply:
@@ -416,7 +459,9 @@ def render(command: str, reply: dict[str, Any]) -> str:
         ]
         return _table(rows, ("FD", "NAME", "ADDRESS", "BACKLOG"))
     if "options" in reply and isinstance(reply["options"], dict):
-        return "\n".join(f"{k}: {_opt(v)}" for k, v in sorted(reply["options"].items()))
+        # `get` answers the keys in the order asked (as Circus prints them); `options` reads best sorted
+        items = reply["options"].items()
+        return "\n".join(f"{k}: {_opt(v)}" for k, v in (items if command == "get" else sorted(items)))
     return "ok"
 
 
@@ -460,7 +505,10 @@ class Controller:
     @property
     def client(self) -> Client:
         if self._client is None:
-            self._client = Client(self.endpoint, self.timeout, keys=self.keys)
+            try:
+                self._client = Client(self.endpoint, self.timeout, keys=self.keys)
+            except zmq.ZMQError as exc:  # a malformed endpoint: zmq refuses it at connect()
+                raise CallError(f"bad endpoint {self.endpoint!r}: {exc.strerror}") from None
         return self._client
 
     def close(self) -> None:
@@ -477,14 +525,14 @@ class Controller:
             command, props = to_request(ns)
         except UsageError as exc:
             print(f"error: {exc}", file=self.err)
-            return 2
+            return EXIT_USAGE
         try:
             reply = self.client.request(command, **props)
         except CallError as exc:
             print(f"error: {exc}", file=self.err)
             # a timed-out DEALER may still receive the late reply; a fresh socket keeps the shell sane
             self.close()
-            return 1
+            return EXIT_UNREACHED
         if self.as_json or self.prettify:
             print(
                 json.dumps(reply, indent=2 if self.prettify else None, sort_keys=self.prettify), file=self.out
@@ -494,8 +542,8 @@ class Controller:
         if reply.get("status") == "error":
             if not (self.as_json or self.prettify):
                 print(f"error: {reply.get('reason', 'unknown error')}", file=self.err)
-            return 1
-        return 0
+            return EXIT_ERROR_REPLY
+        return EXIT_OK
 
     def listen(self, endpoint: str, topics: Sequence[str], count: int | None) -> int:
         ctx: zmq.Context = zmq.Context.instance()
@@ -505,7 +553,12 @@ class Controller:
             self.keys.apply(sock)
         for topic in topics or [""]:
             sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
-        sock.connect(endpoint)
+        try:
+            sock.connect(endpoint)
+        except zmq.ZMQError as exc:
+            sock.close()
+            print(f"error: bad endpoint {endpoint!r}: {exc.strerror}", file=self.err)
+            return EXIT_UNREACHED
         seen = 0
         try:
             while count is None or seen < count:
@@ -537,7 +590,7 @@ class Controller:
         except CallError as exc:
             print(f"error: {exc}", file=self.err)
             self.close()
-            return 1
+            return EXIT_UNREACHED if exc.reply is None else EXIT_ERROR_REPLY
 
     def _follow(self, ns: argparse.Namespace, props: dict[str, Any]) -> int:
         endpoint = ns.pubsub or self.client.call("globaloptions").get("options", {}).get("pubsub_endpoint")
@@ -689,7 +742,10 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
         # --ssh: usage problems. Matched through their base class so that those modules stay unimported
         # on the single-endpoint path (CallError never gets here: Controller.run reports it).
         print(f"error: {exc}", file=err)
-        return 2
+        return EXIT_USAGE
+    except zmq.ZMQError as exc:  # a malformed endpoint among several hosts (one host: Controller says it)
+        print(f"error: bad endpoint: {exc}", file=err)
+        return EXIT_UNREACHED
     finally:
         if tunnel is not None:
             tunnel.close()
@@ -719,10 +775,13 @@ def _run(
             hosts = [multi.Host(h.name, tunnel.forward(h.endpoint), h.keys) for h in hosts]
         return _run_hosts(ns, hosts, out, err)
     endpoint = endpoints[0] if endpoints else os.environ.get("CIRCUSCTL_ENDPOINT") or DEFAULT_ENDPOINT
-    if tunnel is not None:
-        endpoint = tunnel.forward(endpoint)
-        if ns.command == "listen" and ns.pubsub:
+    if ns.command == "listen":
+        # Circus's `--endpoint PUBSUB listen TOPIC`; CIRCUSCTL_ENDPOINT stays the control endpoint only.
+        ns.pubsub = ns.pubsub or (endpoints[0] if endpoints else DEFAULT_PUBSUB)
+        if tunnel is not None:
             ns.pubsub = tunnel.forward(ns.pubsub)
+    elif tunnel is not None:
+        endpoint = tunnel.forward(endpoint)
     controller = Controller(endpoint, ns.timeout, ns.json, ns.prettify, out, err, keys=keys)
     try:
         if ns.command is None:
@@ -752,14 +811,17 @@ def _run_hosts(ns: argparse.Namespace, hosts: list[Host], out: TextIO, err: Text
 
     if ns.command is None:
         print("error: the interactive shell talks to one host: give a command, or one --endpoint", file=err)
-        return 2
+        return EXIT_USAGE
     if ns.command == "listen":
+        if ns.pubsub is not None:
+            print("error: listen ENDPOINT is for one host (several: each one's pubsub_endpoint)", file=err)
+            return EXIT_USAGE
         return multihost.listen_hosts(hosts, ns.topics, ns.count, ns.timeout, ns.prettify, out)
     try:
         command, props = to_request(ns)
     except UsageError as exc:
         print(f"error: {exc}", file=err)
-        return 2
+        return EXIT_USAGE
     return multihost.run_hosts(
         hosts, command, props, ns.timeout, ns.json, ns.prettify, out, err, render, _stats_rows, _STATS_HEADER
     )

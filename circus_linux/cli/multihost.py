@@ -187,7 +187,10 @@ def run_hosts(
     stats_rows: Callable[[str, dict[str, Any]], list[list[Any]]],
     stats_header: Sequence[str],
 ) -> int:
-    """Run one command on every host; exit 0 only when every host answered ok."""
+    """Run one command on every host; exit 0 only when every host answered ok, else 1 when a host did not
+    answer at all (connection failure, timeout), else 3 (a host answered with an error)."""
+    # imported here: circus-top imports this module without circusctl
+    from circus_linux.cli.circusctl import EXIT_ERROR_REPLY, EXIT_OK, EXIT_UNREACHED
 
     async def go() -> list[HostReply]:
         ctx = zmq.asyncio.Context()
@@ -206,14 +209,13 @@ def run_hosts(
         text = render_hosts(command, answers, render_one, stats_rows, stats_header)
         if text:
             print(text, file=out)
-    failed = 0
     for a in answers:
-        if not a.ok:
-            failed += 1
-            if not (as_json or prettify):
-                reason = a.error if a.reply is None else a.reply.get("reason", "unknown error")
-                print(f"{a.host.name}: error: {reason}", file=err)
-    return 1 if failed else 0
+        if not a.ok and not (as_json or prettify):
+            reason = a.error if a.reply is None else a.reply.get("reason", "unknown error")
+            print(f"{a.host.name}: error: {reason}", file=err)
+    if any(a.reply is None for a in answers):
+        return EXIT_UNREACHED
+    return EXIT_OK if all(a.ok for a in answers) else EXIT_ERROR_REPLY
 
 
 def listen_hosts(

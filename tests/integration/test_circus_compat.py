@@ -79,3 +79,24 @@ def test_circus_circusctl_drives_circusd(circusd: Any, circus_ctl: Path) -> None
     wait_for(lambda: ctl("status", "web") == "active", what="start")
     assert ctl("quit") == "ok"
     assert d.proc.wait(30) == 0
+
+
+def test_circus_circusctl_on_a_singleton_and_an_error(circusd: Any, circus_ctl: Path) -> None:
+    d = circusd("[watcher:one]\ncmd = sleep 600\nsingleton = true\n")
+    wait_for(lambda: d.pids("one"), what="the singleton's worker")
+
+    def ctl(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if k != "CIRCUSCTL_ENDPOINT"}
+        argv = [str(circus_ctl), "--endpoint", d.endpoint, "--timeout", "20", *args]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)
+
+    for args in (("incr", "one"), ("decr", "one", "--waiting")):
+        proc = ctl(*args)
+        assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
+        assert proc.stdout.strip() == "This watcher is a Singleton - not changing the number of processes"
+    assert ctl("numprocesses", "one").stdout.strip() == "1"
+    # an error reply: Circus's circusctl exits 3, which ours matches
+    proc = ctl("incr", "missing")
+    assert proc.returncode == 3 and "program missing not found" in proc.stderr, (proc.stdout, proc.stderr)
+    assert ctl("quit").returncode == 0
+    assert d.proc.wait(30) == 0

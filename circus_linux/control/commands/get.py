@@ -3,7 +3,7 @@
 Request properties:
   name  (string, required)  the watcher
   keys  (list of strings, required)  the option names
-Reply: `{"options": {key: value}}`.
+Reply: `{"options": {key: value}}`, the keys in the order asked (circusctl prints them in that order).
 Errors: errno 3 "program NAME not found"; errno 3 "'KEY' option not found" for an unknown key.
 CLI: `circusctl get <name> <key> [key...]`
 """

@@ -93,6 +93,7 @@ class Watcher:
         # Exits of workers adopted from runtime/prestart while the watcher was still stopped, as (wid,
         # lifetime, exit code): its first start counts them as failed starts (None: no adoption pending).
         self._prestart_exits: list[tuple[int, float, int]] | None = None
+        self._stops_asked = 0  # stops, restarts and rms asked for (_abandon_reload), ever
 
     # ---------------------------------------------------------------- queries
     def _policy(self) -> BackoffPolicy:
@@ -374,6 +375,7 @@ class Watcher:
 
     # ---------------------------------------------------------------- reload
     async def reload(self, graceful: bool = True, sequential: bool = False) -> None:
+        stops = self._stops_asked
         async with self._command():
             if self.state is WatcherState.STOPPED:
                 began = await self._start_locked()
@@ -381,6 +383,10 @@ class Watcher:
                 await self._stop_locked()
                 began = await self._start_locked()
             else:
+                if self._stops_asked != stops:
+                    # A stop (restart, rm, circusd's shutdown) came while this reload waited for the lock:
+                    # it would only hold that stop up, waiting for a new pool the stop then kills.
+                    raise ReloadAbandoned(f"watcher {self.name}: reload abandoned, a stop came meanwhile")
                 await self._graceful_reload(sequential)
                 return
         await self._started(began, wait=True)  # as start(): the pool comes up outside the lock
@@ -413,6 +419,7 @@ class Watcher:
         task.result()
 
     def _abandon_reload(self) -> None:
+        self._stops_asked += 1  # a graceful reload still queued on the lock gives up when it gets there
         if self._reloading is not None and not self._reloading.done():
             log.info("watcher %s: a stop comes: the graceful reload under way is abandoned", self.name)
             self._reloading.cancel()

@@ -324,6 +324,33 @@ def test_a_stop_does_not_queue_behind_a_graceful_reload_waiting_for_readiness(
     arena.run(body)
 
 
+def test_a_stop_abandons_a_graceful_reload_queued_on_the_lock(arena: Arena, tmp_path: Path) -> None:
+    # incr, reload and stop arrive together: the reload waits for the lock when the stop comes, so there
+    # is no reload under way to cancel yet; it gives up when it gets the lock instead of waiting out
+    # ready_timeout (120 s) ahead of the stop.
+    async def body(make_arbiter: Any) -> None:
+        stuck = await StuckReload.make(make_arbiter, tmp_path)
+        w = stuck.w
+        await asyncio.wait_for(w.stop(), 20)  # the first reload, under way: cancelled as before
+        with pytest.raises(ReloadAbandoned):
+            await stuck.reload
+        stuck.flag.touch()
+        await asyncio.wait_for(w.start(), 30)
+        stuck.flag.unlink()  # a reload's new pool would never get ready again
+        async with w.lock:  # what a command holding the lock (an incr's pass, say) does
+            reload = asyncio.create_task(w.reload(graceful=True))
+            await asyncio.sleep(0)  # the reload's first step: it waits for the lock
+            stop = asyncio.create_task(w.stop())
+            await asyncio.sleep(0)  # the stop's first step: it has asked, and queues behind the reload
+            assert not reload.done() and not stop.done()
+        await asyncio.wait_for(stop, 20)
+        with pytest.raises(ReloadAbandoned, match="a stop came meanwhile"):
+            await reload
+        assert w.state is WatcherState.STOPPED and not w.processes()
+
+    arena.run(body)
+
+
 def test_circusd_shutdown_does_not_wait_for_a_graceful_reload_waiting_for_readiness(
     arena: Arena, tmp_path: Path
 ) -> None:

@@ -325,7 +325,12 @@ class Watcher:
             proc.started = item.started
             proc.started_mono = now_mono - item.age
             if self.config.max_age:
-                proc.age_deadline = proc.started_mono + self.config.max_age
+                variance = random.uniform(0, self.config.max_age_variance or 0)
+                proc.age_deadline = proc.started_mono + self.config.max_age + variance
+            if item.state == "running" and getattr(self.config, "notify", False):
+                # Still waiting for READY=1 at the exec: its ready_timeout runs on from its own start, or
+                # a worker that never gets ready would keep the watcher starting for good.
+                proc.ready_deadline = proc.started_mono + float(self.config.ready_timeout)
             if item.state in ("ready", "stopping"):
                 proc.set_state(ProcessState.READY)
             if item.state == "stopping":

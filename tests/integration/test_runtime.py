@@ -759,6 +759,28 @@ def test_a_give_up_ends_the_pass_that_gave_up(arena: Arena) -> None:
     arena.run(body)
 
 
+def test_an_adopted_worker_still_waiting_for_ready_keeps_its_ready_timeout(arena: Arena) -> None:
+    # In-place upgrade: a notify worker handed over before its READY=1 got no ready deadline in the new
+    # image, so one that never got ready kept the watcher starting for good.
+    from circus_linux.runtime.upgrade import AdoptedProcess, AdoptedWatcher
+
+    async def body(make_arbiter: Any) -> None:
+        h = await make_arbiter(
+            "[watcher:n]\ncmd = sleep 1000\nnotify = true\nready_timeout = 0.5\nautostart = false\n"
+            "max_retry = 0\n"
+        )
+        w = h.arbiter.get_watcher("n")
+        child = native.spawn(native.SpawnSpec(path="/bin/sleep", argv=["sleep", "1000"], env={}, fds={}))
+        w.adopt(AdoptedWatcher("n", 1, "starting", [AdoptedProcess(
+            pid=child.pid, pidfd=child.pidfd, wid=1, started=time.time(), age=0.1, cmdline=["sleep", "1000"],
+            state="running")]))
+        assert w.procs[child.pid].ready_deadline is not None
+        await h.until(lambda: not alive(child.pid), timeout=10, what="the adopted worker's ready timeout")
+        await h.until(lambda: w.state is not WatcherState.STARTING, timeout=10, what="the start settled")
+
+    arena.run(body)
+
+
 def test_sighup_and_sigterm_through_the_signalfd(arena: Arena) -> None:
     async def body(make_arbiter: Any) -> None:
         h = await make_arbiter("[watcher:sig]\ncmd = sleep 1000\n")

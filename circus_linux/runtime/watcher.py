@@ -313,9 +313,16 @@ class Watcher:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def thaw(self) -> None:
+        """The upgrade's exec failed: carry on. The freeze cancelled the background work, so what it was
+        doing is asked again: the stop of each worker on its way out, the stop a give-up queued."""
         if self.state is not WatcherState.STOPPED:
             self._ensure_manager()
             self.wake()
+        for p in self.processes():
+            if p.expected_exit and self.state is not WatcherState.STOPPING:
+                self._spawn_task(self._stop_process(p))
+        if self._gave_up and self.state is not WatcherState.STOPPED:
+            self._spawn_task(self._stop_given_up(self._starts))
 
     def adopt(self, handed: Any) -> None:
         """Upgrade: take the previous image's workers (same pids, their pidfds) instead of spawning."""

@@ -781,6 +781,32 @@ def test_an_adopted_worker_still_waiting_for_ready_keeps_its_ready_timeout(arena
     arena.run(body)
 
 
+def test_a_thaw_after_a_failed_upgrade_finishes_the_stops_the_freeze_cancelled(arena: Arena) -> None:
+    async def body(make_arbiter: Any) -> None:
+        h = await make_arbiter(
+            "[watcher:deaf]\ncmd = sh -c 'trap \"\" TERM; while :; do sleep 0.1; done'\n"
+            "graceful_timeout = 30\nnumprocesses = 2\n"
+            "[watcher:bad]\ncmd = /nonexistent/binary\nmax_retry = 0\nautostart = false\n"
+        )
+        w, bad = h.arbiter.get_watcher("deaf"), h.arbiter.get_watcher("bad")
+        await h.until(lambda: all(_ignores_term(p.pid) for p in w.live()), what="the workers' trap")
+        await w.decr(1)  # the surplus worker's stop waits out graceful_timeout (TERM is ignored)
+        leaving = next(p.pid for p in w.processes() if p.expected_exit)
+        async with bad.lock:  # the give-up's stop queues behind this lock
+            await bad._start_locked()
+            await h.until(lambda: bad._gave_up, what="the give-up")
+            await w.freeze()  # the upgrade: background work cancelled
+            await bad.freeze()
+        w.config = dataclasses.replace(w.config, graceful_timeout=0.2)
+        w.thaw()  # the exec failed
+        bad.thaw()
+        await h.until(lambda: not alive(leaving), what="the surplus worker stopped after the thaw")
+        await h.until(lambda: bad.state is WatcherState.STOPPED, what="the give-up's stop after the thaw")
+        assert len(w.live()) == 1
+
+    arena.run(body)
+
+
 def test_sighup_and_sigterm_through_the_signalfd(arena: Arena) -> None:
     async def body(make_arbiter: Any) -> None:
         h = await make_arbiter("[watcher:sig]\ncmd = sleep 1000\n")

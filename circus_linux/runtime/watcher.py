@@ -125,6 +125,9 @@ class Watcher:
                 opts[f.name] = value
         opts["numprocesses"] = self.numprocesses
         opts["env"] = dict(self.config.env)
+        for kind in ("stdout", "stderr"):  # Circus's names for the stream configs
+            stream = getattr(self.config, f"{kind}_stream", None)
+            opts[f"{kind}_stream_conf"] = None if stream is None else {"class": stream.cls, **stream.options}
         return opts
 
     def _emit(self, event: str, **payload: Any) -> None:

@@ -2,7 +2,7 @@
 
 Request properties:
   name  (string, optional)  the watcher; the sum over every watcher when absent
-Reply: `{"numprocesses": N}`.
+Reply: `{"numprocesses": N}`, with `"watcher_name"` when a name was given (as Circus).
 Errors: errno 3 "program NAME not found".
 CLI: `circusctl numprocesses [name]`
 """
@@ -21,5 +21,6 @@ PROPERTIES = (Prop("name", Kind.STR),)
 
 async def execute(arbiter: Any, props: Mapping[str, Any]) -> dict[str, Any]:
     if "name" in props:
-        return {"numprocesses": get_watcher(arbiter, props["name"]).numprocesses}
+        watcher = get_watcher(arbiter, props["name"])
+        return {"numprocesses": watcher.numprocesses, "watcher_name": watcher.name}
     return {"numprocesses": sum(w.numprocesses for w in arbiter.watchers.values())}

@@ -209,6 +209,8 @@ async def serve(cfg: Any, prestarted: Any = None) -> int:
             if not arbiter.upgrade_requested:
                 return code
             await _upgrade_in_place(arbiter, control)
+            # The exec failed: the closed control service (its ZeroMQ context terminated) is built again.
+            control = _make_control(arbiter, cfg)
             await control.start()
     finally:
         if starting is not None and not starting.done():

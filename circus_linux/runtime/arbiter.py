@@ -225,9 +225,19 @@ class Arbiter:
         await self._stop_requested.wait()
         return self._exit_code
 
+    def check_upgrade(self) -> None:
+        """ConfigError if the configuration file does not load: the new image loads it before it takes the
+        workers over, and one that cannot would end with every worker left running unsupervised."""
+        try:
+            configmod.load(self.config.path)
+        except ConfigError as exc:
+            log.error("in-place upgrade refused, the configuration file does not load:\n%s", exc)
+            raise
+
     async def upgrade(self) -> None:
         """Re-execute circusd in place (same PID), keeping workers and sockets; see runtime/upgrade.py."""
         log.info("in-place upgrade requested")
+        self.check_upgrade()
         self.upgrade_requested = True
         self.emit("arbiter.upgrading", {})
         self.notifier.notify("RELOADING=1", MONOTONIC_USEC=time.monotonic_ns() // 1000)
@@ -254,11 +264,18 @@ class Arbiter:
             watcher.thaw()
         self.streams.thaw()
         self._own(self._status_loop(), loop=True)
+        interval = watchdog_usec()
+        if interval:  # the freeze cancelled the pings too: without them systemd would kill us
+            self._own(self._watchdog_loop(interval / 2_000_000), loop=True)
         self.notifier.notify("READY=1", STATUS=self.status_line())
 
     def handle_usr2(self) -> None:
         log.info("SIGUSR2: in-place upgrade")
-        self._own(self.upgrade())
+        self._own(self._upgrade_unless_refused())
+
+    async def _upgrade_unless_refused(self) -> None:
+        with contextlib.suppress(ConfigError):  # logged by check_upgrade; circusd carries on as it was
+            await self.upgrade()
 
     def request_stop(self, code: int = 0) -> None:
         self._exit_code = code

@@ -9,6 +9,7 @@ spawning. Neither systemd (MAINPID unchanged) nor clients of the listening socke
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -114,14 +115,24 @@ def decode(data: bytes) -> UpgradeState:
 def exec_upgrade(state: UpgradeState, argv: list[str] | None = None) -> None:
     """Never returns on success. The state travels in a memfd whose number is in $CIRCUS_LINUX_UPGRADE_FD."""
     fd = os.memfd_create("circus-upgrade-state", 0)  # no MFD_CLOEXEC: the next image reads it
-    os.write(fd, encode(state))
-    for kept in state.fds():
-        os.set_inheritable(kept, True)
-    os.environ[STATE_ENV] = str(fd)
-    args = list(argv if argv is not None else sys.orig_argv)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execv(sys.executable, [sys.executable, *args[1:]])
+    try:
+        os.write(fd, encode(state))
+        for kept in state.fds():
+            os.set_inheritable(kept, True)
+        os.environ[STATE_ENV] = str(fd)
+        args = list(argv if argv is not None else sys.orig_argv)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, [sys.executable, *args[1:]])
+    except BaseException:
+        # The exec failed and this image carries on: nothing of the handover may leak into the workers it
+        # spawns next (copy_env would pass the variable on; the handed fds would be inherited).
+        os.environ.pop(STATE_ENV, None)
+        for kept in state.fds():
+            with contextlib.suppress(OSError):
+                os.set_inheritable(kept, False)
+        os.close(fd)
+        raise
 
 
 def take_state(environ: dict[str, str] | None = None) -> UpgradeState | None:

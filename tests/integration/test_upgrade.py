@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -129,3 +130,56 @@ def test_upgrade_hands_over_captured_output_pipes(circusd: Any, tmp_path: Any) -
     assert d.pids("talk") == [pid]  # no EPIPE death: the same worker kept writing into the same pipe
     numbers = [int(line.split()[1]) for line in out.read_text().splitlines() if line.startswith("line ")]
     assert numbers == list(range(1, len(numbers) + 1))  # not a line lost or doubled across the exec
+
+
+def test_a_failed_exec_keeps_the_workers_the_control_and_the_watchdog(circusd: Any, tmp_path: Any) -> None:
+    import subprocess
+    import time
+    from pathlib import Path
+
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify.sock"))
+    env = {"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "200000"}
+    d = circusd("[watcher:idle]\ncmd = sleep 600\nnumprocesses = 2\ncopy_env = true\n", wait=False, env=env)
+    d.proc.kill()
+    d.proc.wait()
+    launcher = Path(__file__).with_name("failing_exec.py")
+    d.proc = subprocess.Popen([sys.executable, "-P", str(launcher), str(d.path)], stdout=d.log.open("wb"),
+                              stderr=subprocess.STDOUT, cwd=tmp_path, env={**os.environ, **env})
+    wait_for(lambda: dstats_pid(d) == d.proc.pid, what="circusd answering")
+    pids = sorted(d.call("list", name="idle")["pids"])
+    d.proc.send_signal(signal.SIGUSR2)
+    wait_for(lambda: "in-place upgrade failed" in d.log_text(), what="the failed exec")
+    wait_for(lambda: dstats_pid(d) == d.proc.pid, what="the control channel back")
+    assert d.proc.poll() is None and sorted(d.call("list", name="idle")["pids"]) == pids
+    # The watchdog pings resume (the freeze had cancelled them): 3 of them after the failure.
+    notify.settimeout(0.1)
+    with contextlib.suppress(TimeoutError):
+        while True:
+            notify.recv(4096)  # what came before
+    pings, deadline = 0, time.monotonic() + 10
+    while pings < 3:
+        assert time.monotonic() < deadline, f"no watchdog ping after the failed upgrade:\n{d.log_text()}"
+        with contextlib.suppress(TimeoutError):
+            pings += notify.recv(4096).count(b"WATCHDOG=1")
+    # Nothing of the handover leaks into a worker spawned afterwards (copy_env = true passes os.environ).
+    d.call("incr", name="idle", waiting=True)
+    new = (set(d.call("list", name="idle")["pids"]) - set(pids)).pop()
+    assert b"CIRCUS_LINUX_UPGRADE_FD" not in Path(f"/proc/{new}/environ").read_bytes()
+
+
+def test_an_upgrade_is_refused_while_the_configuration_file_does_not_load(circusd: Any) -> None:
+    d = circusd("[watcher:idle]\ncmd = sleep 600\nnumprocesses = 2\n")
+    pids = sorted(d.call("list", name="idle")["pids"])
+    good = d.path.read_text()
+    d.path.write_text(good + "\n[watcher:broken]\nnumprocesses = lots\n")
+    reply = d.call("upgrade")
+    assert reply["status"] == "error" and "numprocesses" in reply["reason"], reply
+    assert dstats_pid(d) == d.proc.pid and sorted(d.call("list", name="idle")["pids"]) == pids
+    d.proc.send_signal(signal.SIGUSR2)  # refused the same way, logged
+    wait_for(lambda: d.log_text().count("in-place upgrade refused") == 2, what="the refusal of SIGUSR2")
+    assert dstats_pid(d) == d.proc.pid and sorted(d.call("list", name="idle")["pids"]) == pids
+    d.path.write_text(good)
+    assert d.call("upgrade")["status"] == "ok"
+    wait_for(lambda: dstats_pid(d) == d.proc.pid and "adopted" in d.log_text(), what="the upgrade")
+    assert sorted(d.call("list", name="idle")["pids"]) == pids

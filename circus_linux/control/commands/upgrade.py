@@ -18,4 +18,7 @@ PROPERTIES = ()
 
 
 async def execute(arbiter: Any, props: Mapping[str, Any]) -> Action:
+    check = getattr(arbiter, "check_upgrade", None)
+    if check is not None:
+        check()  # before the reply: a configuration file the new image could not load refuses it here
     return Action(arbiter.upgrade, after_reply=True)

@@ -165,7 +165,7 @@ class SocketConfig:
     proto: int = 0
     backlog: int = 2048
     umask: int | None = None  # octal, unix sockets
-    replace: bool = False
+    replace: bool = False  # unix path: also take it from a live socket (a stale socket file is always taken)
     so_reuseport: bool = False
     interface: str | None = None
     blocking: bool = False

@@ -170,16 +170,33 @@ def _umask(mask: int | None) -> Iterator[None]:
         os.umask(old)
 
 
+def _listening(path: str, kind: socket.SocketKind) -> bool:
+    """Whether a socket is bound and alive at `path`: a connect to it is refused once its owner is gone."""
+    with socket.socket(socket.AF_UNIX, kind) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(path)
+        except (ConnectionRefusedError, FileNotFoundError):
+            return False
+        except OSError:
+            return True  # a full backlog, a wrong type (EPROTOTYPE), no permission: someone is there
+        return True
+
+
 def _prepare_unix_path(spec: SocketSpec, path: str) -> None:
     try:
         st = os.lstat(path)
     except FileNotFoundError:
         return
-    if not spec.replace:
-        raise SocketSetupError(spec.name, f"bind {path}", "the path exists (set replace = true to remove it)")
-    # replace removes a stale socket, never a regular file or directory someone mistyped as path.
+    # Only ever a socket file is removed, never a regular file or directory someone mistyped as path.
     if not stat.S_ISSOCK(st.st_mode):
         raise SocketSetupError(spec.name, f"replace {path}", "the path exists and is not a socket")
+    if not spec.replace and _listening(path, _type(spec)):
+        raise SocketSetupError(
+            spec.name, f"bind {path}", "a live socket listens there (set replace = true to take the path)"
+        )
+    # Without replace, only a stale socket file goes: the one a previous circusd left when it stopped or
+    # died (nobody accepts on it), so circusd starts again without a hand in between.
     try:
         os.unlink(path)
     except FileNotFoundError:

@@ -140,22 +140,31 @@ def test_unix_abstract_name(closing: list[socket.socket]) -> None:
     assert warnings == []
 
 
-def test_unix_existing_path_needs_replace(closing: list[socket.socket], tmp_path: Path) -> None:
+def test_unix_stale_path_taken_live_one_needs_replace(closing: list[socket.socket], tmp_path: Path) -> None:
     path = str(tmp_path / "stale.sock")
     stale = socket.socket(socket.AF_UNIX)
     stale.bind(path)
-    stale.close()  # the file stays behind, as after a crash
-    with pytest.raises(SocketSetupError, match=r"\[socket:web\].*replace = true"):
-        _bind(closing, family="AF_UNIX", path=path)
-    sock = _bind(closing, family="AF_UNIX", path=path, replace=True)
+    stale.close()  # the file stays behind, as after circusd stopped or crashed: nobody listens on it
+    sock = _bind(closing, family="AF_UNIX", path=path)
     _roundtrip_stream(sock, path, socket.AF_UNIX)
+    # A socket still listening there (another program's, another circusd's) is not taken silently.
+    with pytest.raises(SocketSetupError, match=r"\[socket:web\].*a live socket listens.*replace = true"):
+        _bind(closing, family="AF_UNIX", path=path)
+    sock.close()
+    live = socket.socket(socket.AF_UNIX)
+    closing.append(live)
+    live.bind(path + ".2")
+    live.listen()
+    taken = _bind(closing, family="AF_UNIX", path=path + ".2", replace=True)
+    _roundtrip_stream(taken, path + ".2", socket.AF_UNIX)
 
 
 def test_unix_replace_never_removes_a_regular_file(closing: list[socket.socket], tmp_path: Path) -> None:
     path = tmp_path / "precious.txt"
     path.write_text("data")
-    with pytest.raises(SocketSetupError, match="not a socket"):
-        _bind(closing, family="AF_UNIX", path=str(path), replace=True)
+    for replace in (True, False):
+        with pytest.raises(SocketSetupError, match="not a socket"):
+            _bind(closing, family="AF_UNIX", path=str(path), replace=replace)
     assert path.read_text() == "data"
 
 

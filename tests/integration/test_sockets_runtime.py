@@ -186,3 +186,15 @@ sockets = busy, unixbusy
     socks = _sockets(daemon)
     assert (socks["busy"]["queued"], socks["busy"]["backlog"], socks["busy"]["established"]) == (3, 16, 3)
     assert socks["unixbusy"]["queued"] == 2 and socks["unixbusy"]["established"] is None
+
+
+def test_circusd_starts_again_on_the_unix_socket_path_its_last_run_left(circusd: Any, tmp_path: Path) -> None:
+    path = tmp_path / "app.sock"
+    sections = f"[socket:app]\npath = {path}\n\n[watcher:w]\ncmd = sleep 600\nuse_sockets = true\n"
+    first = circusd(sections)
+    first.stop()  # a clean stop; the socket file stays (systemd's fd store may still hold the socket)
+    assert stat.S_ISSOCK(path.lstat().st_mode)
+    second = circusd(sections)  # no `replace`: the stale file (nobody listens) is taken
+    assert _sockets(second)["app"]["path"] == str(path)
+    with socket.socket(socket.AF_UNIX) as c:
+        c.connect(str(path))

@@ -196,9 +196,18 @@ class TimedRotatingFileStream(FileStream):
         if self.backup_count <= 0:
             return
         directory, base = os.path.split(self.filename)
-        olds = sorted(n for n in os.listdir(directory or ".") if n.startswith(base + ".") and n != base)
+        # Only this stream's own backups (base.<date as the suffix writes it>): another log sharing the
+        # prefix (app.err next to app) or a file someone keeps there is never taken for one.
+        dated = re.compile(re.escape(base + ".") + _suffix_pattern(self.suffix))
+        olds = sorted(n for n in os.listdir(directory or ".") if dated.fullmatch(n))
         for name in olds[: max(len(olds) - self.backup_count, 0)]:
             os.unlink(os.path.join(directory, name))
+
+
+def _suffix_pattern(suffix: str) -> str:
+    """The regular expression of the names a strftime suffix made of %Y %m %d %H %M %S writes."""
+    digits = {"%Y": r"\d{4}", "%m": r"\d{2}", "%d": r"\d{2}", "%H": r"\d{2}", "%M": r"\d{2}", "%S": r"\d{2}"}
+    return "".join(digits.get(part, re.escape(part)) for part in re.split(r"(%[YmdHMS])", suffix))
 
 
 def _midnight(tm: time.struct_time, utc: bool) -> float:

@@ -142,6 +142,22 @@ def test_timed_rotation_rolls_to_a_dated_name(tmp_path: Path) -> None:
     assert midnight.next_rollover(86400 * 10 + 5) == 86400 * 11
 
 
+def test_timed_rotation_prunes_only_its_own_dated_backups(tmp_path: Path) -> None:
+    # stdout to `app`, stderr to `app.err`: pruning `app`'s backups used to delete the live app.err (and
+    # app.err's backups), anything named app.* sorting before app's own.
+    others = ["app.err", "app.err.2026-01-01_00-00-00", "app.notes", "app.2026-01-01_00-00-00.gz"]
+    for name in others:
+        (tmp_path / name).write_text("keep\n")
+    mine = ["app.2026-01-01_00-00-01", "app.2026-01-01_00-00-02", "app.2026-01-01_00-00-03"]
+    for name in mine:
+        (tmp_path / name).write_text("old\n")
+    s = TimedRotatingFileStream(str(tmp_path / "app"), rotate_when="S", backup_count=2)
+    s._prune()
+    s.close()
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted([*others, *mine[1:]]), left
+
+
 def test_unknown_classes_and_missing_filenames_are_value_errors() -> None:
     with pytest.raises(ValueError):
         make_stream("nosuch.module.Stream", {})

@@ -37,7 +37,8 @@ def is_direct(cls: str, options: Mapping[str, Any]) -> bool:
 
 
 def make_stream(cls: str, options: Mapping[str, Any]) -> Stream:
-    """Instantiate a stream; ValueError (with the reason) for an unknown class or bad options."""
+    """Instantiate a stream; ValueError (with the reason) for an unknown class, bad options or a class whose
+    constructor raised; OSError when a file cannot be opened."""
     name = canonical(cls)
     kwargs = {k: v for k, v in options.items() if k not in HUB_OPTIONS}
     known = CLASSES.get(name)
@@ -50,8 +51,10 @@ def make_stream(cls: str, options: Mapping[str, Any]) -> Stream:
             return known(**kwargs)
         target = load_dotted(name)
         return UserStream(target(**kwargs))
-    except TypeError as exc:
-        raise ValueError(f"stream {name}: {exc}") from exc
+    except (OSError, ValueError):
+        raise
+    except Exception as exc:  # a user's class may raise anything: a failed spawn, not a failed reconcile pass
+        raise ValueError(f"stream {name}: {type(exc).__name__}: {exc}") from exc
 
 
 __all__ = [

@@ -158,11 +158,22 @@ def test_timed_rotation_prunes_only_its_own_dated_backups(tmp_path: Path) -> Non
     assert left == sorted([*others, *mine[1:]]), left
 
 
+class Unreachable:
+    """A user stream class whose constructor fails as real ones do (a log server down)."""
+
+    def __init__(self, **_options: object) -> None:
+        raise RuntimeError("cannot reach the log server")
+
+
 def test_unknown_classes_and_missing_filenames_are_value_errors() -> None:
     with pytest.raises(ValueError):
         make_stream("nosuch.module.Stream", {})
     with pytest.raises(ValueError):
         make_stream("FileStream", {})
+    # Whatever a user's constructor raises is a ValueError naming it: the watcher books a failed spawn
+    # (and gives up after max_retry) instead of failing its reconcile pass for ever.
+    with pytest.raises(ValueError, match="Unreachable: RuntimeError: cannot reach the log server"):
+        make_stream(f"{__name__}.Unreachable", {})
 
 
 class Collect:

@@ -27,7 +27,11 @@ class SafeNotifier(Notifier):
     """
 
     def __init__(self, address: str | None, *, timeout: float | None = SEND_TIMEOUT) -> None:
-        super().__init__(address, timeout=timeout)
+        try:
+            super().__init__(address, timeout=timeout)
+        except ValueError as exc:  # 'vsock:...', a relative path: a warning and no notifications, not a crash
+            log.warning("NOTIFY_SOCKET ignored: %s", exc)
+            super().__init__(None, timeout=timeout)
         self.failures = 0
         self.dropped = 0
 

@@ -123,7 +123,10 @@ class SocketRegistry:
             sock = ksock.bind_socket(spec)
             self._origin[spec.name] = "bound"
             if self._notifier is not None and self._notifier.enabled:
-                ksock.fdstore_push(self._notifier, spec.name, sock, replace=True)
+                try:
+                    ksock.fdstore_push(self._notifier, spec.name, sock, replace=True)
+                except ValueError as exc:  # not a valid FileDescriptorName ('my web'): served, not stored
+                    warnings.append(f"[socket:{spec.name}] not kept in systemd's fd store: {exc}")
         self._socks[spec.name] = sock
         self._backlog[spec.name] = spec.backlog
         return warnings
@@ -132,7 +135,8 @@ class SocketRegistry:
         sock = self._socks.pop(name, None)
         if sock is not None:
             if self._notifier is not None and self._notifier.enabled:
-                ksock.fdstore_remove(self._notifier, name)
+                with contextlib.suppress(ValueError):  # a name the fd store never had (see add)
+                    ksock.fdstore_remove(self._notifier, name)
             sock.close()
 
     def fd(self, name: str) -> int:

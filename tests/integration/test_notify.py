@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import fill_datagram_queue, wait_for
@@ -363,3 +364,26 @@ def test_default_path_prefers_runtime_directory() -> None:
     assert NotifyServer.default_path({"RUNTIME_DIRECTORY": "/run/circus:/run/other"}) == (
         f"/run/circus/notify-{os.getpid()}.sock"
     )
+
+
+def test_an_unsupported_notify_socket_is_a_warning_and_circusd_runs(circusd: Any) -> None:
+    from circus_linux.runtime.sdnotify import SafeNotifier
+
+    for value in ("vsock:2:9999", "relative/n.sock"):
+        quiet = SafeNotifier(value)
+        assert not quiet.enabled and quiet.notify("READY=1") is False
+    d = circusd("[watcher:w]\ncmd = sleep 600\n", env={"NOTIFY_SOCKET": "vsock:2:9999"})
+    assert d.call("status", name="w")["status"] == "active"
+    assert "NOTIFY_SOCKET ignored: unsupported NOTIFY_SOCKET address 'vsock:2:9999'" in d.log_text()
+
+
+def test_a_socket_name_systemd_cannot_store_is_served_and_not_stored(circusd: Any, tmp_path: Path) -> None:
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(str(tmp_path / "notify.sock"))
+    d = circusd(
+        "[socket:my web]\nhost = 127.0.0.1\nport = 0\n\n[watcher:w]\ncmd = sleep 600\n",
+        env={"NOTIFY_SOCKET": str(tmp_path / "notify.sock")},
+    )
+    assert [s["name"] for s in d.call("listsockets")["sockets"]] == ["my web"]
+    assert "[socket:my web] not kept in systemd's fd store" in d.log_text()
+    receiver.close()

@@ -143,6 +143,7 @@ class Arbiter:
 
     def _adopt(self, handed: handover.UpgradeState) -> None:
         """Take over the previous image's workers; those of watchers gone from the config are stopped."""
+        adopted = 0
         for name, state in handed.watchers.items():
             watcher = self.watchers.get(name)
             if watcher is None:
@@ -151,12 +152,15 @@ class Arbiter:
                     with contextlib.suppress(ProcessLookupError):
                         native.pidfd_send_signal(proc.pidfd, signal.SIGTERM)
                     os.close(proc.pidfd)
+                    for fd in proc.pipes.values():  # their output has no sink any more
+                        os.close(fd)
                 continue
             watcher.adopt(state)
+            adopted += len(state.processes)
             for proc in state.processes:
                 for kind, fd in proc.pipes.items():
                     self.streams.adopt(watcher.config, kind, fd, proc.pid, proc.wid)
-        log.info("upgrade: adopted %d workers", sum(len(w.processes) for w in handed.watchers.values()))
+        log.info("upgrade: adopted %d workers", adopted)
         self._reap_all()  # whatever died while we were exec'ing
 
     def _ensure_notify_server(self, loop: asyncio.AbstractEventLoop | None = None) -> str:

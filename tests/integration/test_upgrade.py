@@ -183,3 +183,28 @@ def test_an_upgrade_is_refused_while_the_configuration_file_does_not_load(circus
     assert d.call("upgrade")["status"] == "ok"
     wait_for(lambda: dstats_pid(d) == d.proc.pid and "adopted" in d.log_text(), what="the upgrade")
     assert sorted(d.call("list", name="idle")["pids"]) == pids
+
+
+def test_an_upgrade_closes_the_pipes_of_a_watcher_gone_from_the_file(circusd: Any, tmp_path: Any) -> None:
+    base = "[watcher:keep]\ncmd = sleep 600\n\n"
+    gone = ("[watcher:gone]\ncmd = sh -c 'while :; do echo hi; sleep 0.1; done'\nnumprocesses = 2\n"
+            f"stdout_stream.class = FileStream\nstdout_stream.filename = {tmp_path}/gone.log\n")
+    d = circusd(base + gone)
+    wait_for(lambda: len(d.call("list", name="gone")["pids"]) == 2, what="the gone watcher's workers")
+    # The read ends circusd holds are the pipes the workers write to as their fd 1.
+    inodes = {os.readlink(f"/proc/{pid}/fd/1") for pid in d.call("list", name="gone")["pids"]}
+    assert all(i.startswith("pipe:") for i in inodes)
+
+    def held() -> set[str]:
+        out = set()
+        for fd in os.listdir(f"/proc/{d.proc.pid}/fd"):
+            with contextlib.suppress(OSError):
+                out.add(os.readlink(f"/proc/{d.proc.pid}/fd/{fd}"))
+        return out & inodes
+
+    assert held() == inodes
+    d.path.write_text(d.path.read_text().replace(gone, ""))
+    assert d.call("upgrade")["status"] == "ok"
+    wait_for(lambda: "upgrade: adopted 1 workers" in d.log_text() and dstats_pid(d) == d.proc.pid,
+             what="the upgrade done")
+    assert held() == set()

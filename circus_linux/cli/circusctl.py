@@ -458,6 +458,8 @@ def render(command: str, reply: dict[str, Any]) -> str:
             for s in reply.get("sockets", [])
         ]
         return _table(rows, ("FD", "NAME", "ADDRESS", "BACKLOG"))
+    if command == "reloadconfig" and reply.get("not_applied"):
+        return "ok (not applied until circusd restarts: " + ", ".join(reply["not_applied"]) + ")"
     if "options" in reply and isinstance(reply["options"], dict):
         # `get` answers the keys in the order asked (as Circus prints them); `options` reads best sorted
         items = reply["options"].items()

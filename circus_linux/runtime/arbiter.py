@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from circus_linux import config as configmod
-from circus_linux.errors import CommandError, ConfigError, ReloadAbandoned, UnknownWatcher
+from circus_linux.errors import CircusError, CommandError, ConfigError, ReloadAbandoned, UnknownWatcher
 from circus_linux.kernel import native
 from circus_linux.kernel.notify import Notifier, NotifyServer, watchdog_usec
 from circus_linux.kernel.sockets import listen_fds
@@ -424,7 +424,7 @@ class Arbiter:
         self.notifier.notify("RELOADING=1", MONOTONIC_USEC=time.monotonic_ns() // 1000)
         try:
             await self.reload_config()
-        except ConfigError as exc:
+        except CircusError as exc:  # a broken file, a socket that cannot be bound: nothing was changed
             log.error("reload refused, the running set is untouched:\n%s", exc)
         try:
             await self.reload(graceful=True)
@@ -493,11 +493,9 @@ class Arbiter:
             plan = configmod.diff(dataclasses.replace(self.config, watchers=running), new)
             self.emit("arbiter.reloading", {"path": self.config.path})
             by_name = {w.name: w for w in new.watchers}
+            self._bind_new_sockets(new)  # first: a socket that cannot be bound refuses the whole reload
             for name in plan.removed:
                 await self.rm_watcher(name)
-            for sec in new.sockets:
-                if sec.name not in self.sockets.names():
-                    self.sockets.add(sec, {})
             for name in plan.changed:
                 watcher = self.watchers[name]
                 watcher.config = self._loaded[name] = by_name[name]
@@ -515,21 +513,41 @@ class Arbiter:
                 if watcher.config.autostart:
                     await watcher.start(wait=True)
             await apply_plugin_changes(self, plan, new)
-            self.config = new
+            # A changed or removed [socket:*] section is not applied live (its listener stays as it is, the
+            # workers keep their fd): the config keeps the running section, so each reloadconfig says so.
+            unapplied = {*plan.sockets_changed, *plan.sockets_removed}
+            old_socks = {s.name: s for s in self.config.sockets}
+            running_socks = tuple(old_socks[s.name] if s.name in unapplied else s for s in new.sockets)
+            running_socks += tuple(old_socks[n] for n in plan.sockets_removed)
+            self.config = dataclasses.replace(new, sockets=running_socks)
+            not_applied = [*plan.circus_changed, *(f"socket:{n}" for n in sorted(unapplied))]
             report = {
                 "added": list(plan.added),
                 "removed": list(plan.removed),
                 "scaled": {k: list(v) for k, v in plan.scaled.items()},
                 "changed": list(plan.changed),
-                "not_applied": list(plan.circus_changed),
+                "not_applied": not_applied,
             }
-            if plan.circus_changed:
+            if not_applied:
                 log.warning(
-                    "[circus] %s changed: not applied live, restart circusd to apply",
-                    ", ".join(plan.circus_changed),
+                    "%s changed: not applied live, restart circusd to apply",
+                    ", ".join(f"[{n}]" if n.startswith("socket:") else f"[circus] {n}" for n in not_applied),
                 )
             self.emit("arbiter.config_reloaded", dict(report))
             return report
+
+    def _bind_new_sockets(self, new: Any) -> None:
+        """Bind the sections of `new` not bound yet; if one fails, unbind the others and raise."""
+        bound: list[str] = []
+        try:
+            for sec in new.sockets:
+                if sec.name not in self.sockets.names():
+                    self.sockets.add(sec, {})
+                    bound.append(sec.name)
+        except BaseException:
+            for name in bound:
+                self.sockets.remove(name)
+            raise
 
     async def quit(self) -> None:
         self.request_stop(0)

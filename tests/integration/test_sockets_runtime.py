@@ -198,3 +198,45 @@ def test_circusd_starts_again_on_the_unix_socket_path_its_last_run_left(circusd:
     assert _sockets(second)["app"]["path"] == str(path)
     with socket.socket(socket.AF_UNIX) as c:
         c.connect(str(path))
+
+
+def test_reloadconfig_binds_new_sockets_first_and_says_what_it_cannot_apply(circusd: Any) -> None:
+    sections = (
+        "[socket:web]\nhost = 127.0.0.1\nport = 0\n\n"
+        "[watcher:a]\ncmd = sleep 600\n\n[watcher:b]\ncmd = sleep 600\n"
+    )
+    d = circusd(sections)
+    pids = {w: d.call("list", name=w)["pids"] for w in ("a", "b")}
+    port = _sockets(d)["web"]["port"]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        # a removed, b changed, c added, and a new socket on a port in use: nothing may change.
+        text = d.path.read_text()
+        head = text[: text.index("[socket:web]")]
+        d.path.write_text(
+            head + "[socket:web]\nhost = 127.0.0.1\nport = 0\n\n"
+            f"[socket:new]\nhost = 127.0.0.1\nport = {busy}\n\n"
+            "[watcher:b]\ncmd = sleep 601\n\n[watcher:c]\ncmd = sleep 600\n"
+        )
+        reply = d.call("reloadconfig", waiting=True)
+        assert reply["status"] == "error" and "new" in reply["reason"], reply
+        assert sorted(d.call("list")["watchers"]) == ["a", "b"]
+        assert {w: d.call("list", name=w)["pids"] for w in ("a", "b")} == pids
+        assert sorted(_sockets(d)) == ["web"]
+    # A changed socket is not re-bound live: reloadconfig says so, each time, and the listener stays.
+    d.path.write_text(head + "[socket:web]\nhost = 127.0.0.1\nport = 0\nbacklog = 7\n\n"
+                      "[watcher:a]\ncmd = sleep 600\n\n[watcher:b]\ncmd = sleep 600\n")
+    for _ in range(2):
+        reply = d.call("reloadconfig", waiting=True)
+        assert reply["status"] == "ok" and "socket:web" in reply["not_applied"], reply
+    assert _sockets(d)["web"]["port"] == port
+    assert "[socket:web] changed: not applied live, restart circusd to apply" in d.log_text()
+    import io
+
+    from circus_linux.cli import circusctl
+
+    out = io.StringIO()
+    assert circusctl.main(["--endpoint", d.endpoint, "reloadconfig", "--waiting"], out, io.StringIO()) == 0
+    assert out.getvalue() == "ok (not applied until circusd restarts: socket:web)\n"

@@ -2,8 +2,11 @@
 
 Request properties:
   waiting  (bool, default false)  reply when the new configuration is applied
-Reply: `{"status": "ok"}`.
-Errors: errno 5 with the config problems when the new file is invalid (the old config stays in force).
+Reply: `{"status": "ok"}`; with waiting, also what was done: `added`, `removed`, `scaled`, `changed`
+(watcher names) and `not_applied` ([circus] options and `socket:NAME` sections that changed but only
+take effect when circusd restarts).
+Errors: errno 5 with the config problems when the new file is invalid, or when a new [socket:*] cannot be
+bound: the old config stays in force, nothing is changed.
 CLI: `circusctl reloadconfig [--waiting]`
 """
 
@@ -20,4 +23,4 @@ PROPERTIES = (Prop("waiting", Kind.BOOL),)
 
 
 async def execute(arbiter: Any, props: Mapping[str, Any]) -> Action:
-    return Action(arbiter.reload_config)
+    return Action(arbiter.reload_config, finish=lambda report: dict(report))

@@ -315,13 +315,16 @@ class StreamHub:
         if sink is None:
             return
         sink.settle()  # the writer's credits so far: the bounds below see what is really still queued
-        if ch.overflow == "drop" and reader.queued + nbytes > ch.buffer_size:
+        drop = ch.overflow == "drop"
+        # A block is dropped when it would take this pipe past buffer_size, unless nothing of it is queued:
+        # one read (up to 256 KiB) can be bigger than a small buffer_size, and an idle sink takes it.
+        if drop and reader.queued and reader.queued + nbytes > ch.buffer_size:
             self._drop(out, reader, block.count(b"\n"))  # counted only when dropped
             return
         reader.queued += nbytes
         chunk = Chunk(reader.watcher, reader.kind, reader.pid, reader.wid, now, block=block)
         sink.submit(chunk, reader, nbytes)
-        if reader.queued >= ch.buffer_size:
+        if reader.queued >= ch.buffer_size and not drop:
             reader.pause()
         elif ch.overflow == "block" and sink.queued >= SINK_BOUND:
             # Every pipe of this output waits, not only this one: see Valve.

@@ -205,3 +205,33 @@ def test_direct_journal_mode_hands_the_worker_a_stream_socket(
         assert d.call("logs", name="j")["lines"] == []  # nothing passed through circusd
     finally:
         listener.close()
+
+
+def test_overflow_drop_takes_a_burst_bigger_than_buffer_size_into_an_idle_sink(
+    circusd: Callable[..., Any], tmp_path: Path
+) -> None:
+    # One 1 MB write into an idle FileStream with buffer_size = 64 KiB: every read of it (up to 256 KiB)
+    # is bigger than the buffer, and used to be dropped whole: 0 of 10000 lines written.
+    worker = script(tmp_path, "burst.py", (
+        "import os, sys, time\n"
+        "os.write(1, b''.join(b'%07d' % i + b'.' * 92 + b'\\n' for i in range(10000)))\n"
+        "open(sys.argv[1], 'w').close()\n"
+        "time.sleep(1000)\n"
+    ))
+    out = tmp_path / "out.log"
+    d = circusd(
+        f"[watcher:burst]\ncmd = {sys.executable} {worker} {tmp_path}/done\n"
+        f"stdout_stream.class = FileStream\nstdout_stream.filename = {out}\n"
+        "stdout_stream.overflow = drop\nstdout_stream.buffer_size = 65536\n"
+    )
+    wait_for(lambda: (tmp_path / "done").exists(), what="the burst written")
+
+    def accounted() -> dict[str, int] | None:
+        stats = d.call("logs", name="burst", lines=0)["stats"]
+        lines = out.read_bytes().count(b"\n") if out.exists() else 0
+        return stats if lines + stats["dropped"] == 10000 and stats["queued_bytes"] == 0 else None
+
+    stats = wait_for(accounted, what="every line written or counted as dropped")
+    lines = out.read_text().splitlines()
+    assert len(lines) >= 2000 and all(len(line) == 99 and line[7:] == "." * 92 for line in lines)
+    assert stats["dropped"] < 10000

@@ -6,6 +6,7 @@ thread is the only way to keep a slow disk away from the event loop). Must not t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -61,9 +62,31 @@ class FileStream(Stream):
         fd = self._open()
         limit = self.sizer.limit()
         cpu0 = time.thread_time_ns()
-        written = write_all(fd, buffers, limit)
+        try:
+            written = write_all(fd, buffers, limit)
+        except OSError:
+            self._cut_partial_line(fd)
+            raise
         self.sizer.observe(written, time.thread_time_ns() - cpu0, limit)
         self._size += written
+
+    def _cut_partial_line(self, fd: int) -> None:
+        """After a write that failed part-way (ENOSPC): keep the whole lines it wrote, cut the start of a
+        line it left at the end of the file, which the next write would glue to another line."""
+        with contextlib.suppress(OSError):
+            end = os.fstat(fd).st_size
+            if end <= self._size:
+                return
+            # Our fd is write-only (O_APPEND): the same open file is read through /proc, even if moved.
+            rfd = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                tail = os.pread(rfd, end - self._size, self._size)
+            finally:
+                os.close(rfd)
+            keep = tail.rfind(b"\n") + 1
+            if keep < len(tail):
+                os.ftruncate(fd, self._size + keep)
+            self._size += keep
 
     def _rotate(self) -> None:
         self._close_fd()

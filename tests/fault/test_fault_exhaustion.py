@@ -93,6 +93,12 @@ def test_disk_full_under_a_file_stream_keeps_serving(
         assert stats["status"] == "ok", stats
         assert w.call("list")["status"] == "ok" and d.proc.poll() is None
         assert len(w.pids("chatty")) == 1  # the worker is not punished for circusd's full disk
+        # Writes that failed part-way left no line cut or glued to the next: stopped (the file stays put),
+        # every line of the file is whole.
+        assert w.call("stop", name="chatty", waiting=True)["status"] == "ok"
+        data = out.read_bytes()
+        assert data.endswith(b"\n") and set(data.splitlines()) == {b"0123456789" * 4}
+        assert w.call("start", name="chatty", waiting=True)["status"] == "ok"
         # Free space again: writing resumes (the emptied file gets content again; it may well fill the
         # tmpfs up to the very same size as before, so "bigger than before" would prove nothing).
         out.write_bytes(b"")

@@ -145,7 +145,10 @@ class WatcherConfig:
 
 
 class SystemdMode(enum.Enum):
-    """[socket] systemd = ...: NO never adopt, AUTO adopt LISTEN_FDS by name when present, ONLY never bind."""
+    """[socket] systemd = ...: ONLY never binds (the fd must come from systemd). NO (the default) and AUTO
+    both adopt an fd systemd passes under the section's name, and bind otherwise: the sockets circusd
+    keeps in systemd's fd store come back that way after a restart, whatever the section says, so `no`
+    cannot mean "never adopt" without breaking that (the review of 2026-11-28 found the old wording)."""
 
     NO = "no"
     AUTO = "yes"

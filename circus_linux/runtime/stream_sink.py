@@ -138,7 +138,10 @@ class Sink:
     def _settle(self, charged: dict[Any, int]) -> None:
         if charged:
             self._credits.append(charged)
-            if self.wanted:
+            # A closed sink (replaced by a live `set` of the stream) is no longer settled by the reads of
+            # its pipes: its credits must reach the loop by themselves, or its readers' queued bytes stay
+            # counted for good (and a pipe paused on them never resumes).
+            if self.wanted or self.closed:
                 self.wanted = False
                 self._call(_settle_sink, self)
 

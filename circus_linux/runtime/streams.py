@@ -220,6 +220,7 @@ class StreamHub:
         for ch in {id(c): c for c in channels if id(c) not in kept}.values():
             if ch.sink is not None:
                 ch.sink.close()  # writes what it has queued, then closes its file
+                ch.sink.settle()  # credits from before: later ones wake the loop themselves (closed)
                 self._retired.append(ch.sink)
 
     def reconfigure(self, cfg: Any, changes: Mapping[str, Any]) -> tuple[Any, bool]:

@@ -235,3 +235,31 @@ def test_overflow_drop_takes_a_burst_bigger_than_buffer_size_into_an_idle_sink(
     lines = out.read_text().splitlines()
     assert len(lines) >= 2000 and all(len(line) == 99 and line[7:] == "." * 92 for line in lines)
     assert stats["dropped"] < 10000
+
+
+def test_a_live_set_of_the_file_leaves_no_bytes_counted_as_queued(
+    circusd: Callable[..., Any], tmp_path: Path
+) -> None:
+    # The credits of a sink replaced by `set stdout_stream.filename` were never given back: its pipe kept
+    # them as queued for good, and once that passed half of buffer_size the worker stayed paused for good.
+    worker = script(tmp_path, "switch.py", (
+        "import os, sys, time\n"
+        "os.write(1, (b'x' * 99 + b'\\n') * 9000)\n"
+        "while not os.path.exists(sys.argv[1]): time.sleep(0.01)\n"
+        "data = memoryview(b''.join(b'%09d' % i + b'y' * 90 + b'\\n' for i in range(30000)))\n"
+        "while data: data = data[os.write(1, data):]\n"
+        "open(sys.argv[2], 'w').close()\n"
+        "time.sleep(1000)\n"
+    ))
+    first, second = tmp_path / "a.log", tmp_path / "b.log"
+    d = circusd(
+        f"[watcher:w]\ncmd = {sys.executable} {worker} {tmp_path}/go {tmp_path}/done\n"
+        f"stdout_stream.class = FileStream\nstdout_stream.filename = {first}\n"
+    )
+    wait_for(lambda: first.exists() and first.stat().st_size == 900_000, what="the burst in a.log")
+    reply = d.call("set", name="w", options={"stdout_stream.filename": str(second)}, waiting=True)
+    assert reply["status"] == "ok", reply
+    (tmp_path / "go").touch()
+    wait_for(lambda: (tmp_path / "done").exists(), 60, what="the 3 MB written (never paused for good)")
+    wait_for(lambda: second.exists() and second.stat().st_size == 3_000_000, what="the 3 MB in b.log")
+    wait_for(lambda: d.call("logs", name="w", lines=0)["stats"]["queued_bytes"] == 0, what="nothing queued")

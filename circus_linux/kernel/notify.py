@@ -237,7 +237,17 @@ class NotifyServer:
     the socket file is made mode 0o666 by default.
     """
 
-    def __init__(self, path: str | None = None, *, abstract: bool = False, mode: int = 0o666) -> None:
+    def __init__(
+        self, path: str | None = None, *, abstract: bool = False, mode: int = 0o666, fd: int | None = None
+    ) -> None:
+        """`fd`: take over a server socket made earlier (by circusd's previous image, in an in-place
+        upgrade): the same name, so the workers' NOTIFY_SOCKET still reaches it."""
+        if fd is not None:
+            sock = socket.socket(fileno=fd)
+            sock.setblocking(False)
+            sock.set_inheritable(False)
+            self._init_from(sock, None)
+            return
         if (path is None) == (not abstract):
             raise ValueError("give exactly one of path or abstract=True")
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
@@ -254,6 +264,9 @@ class NotifyServer:
         except BaseException:
             sock.close()
             raise
+        self._init_from(sock, path)
+
+    def _init_from(self, sock: socket.socket, path: str | None) -> None:
         self._sock = sock
         self._path = path
         self.dropped = 0  # datagrams discarded because they were truncated (too long)

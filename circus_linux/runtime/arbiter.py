@@ -113,6 +113,10 @@ class Arbiter:
         names = frozenset(handed.sockets) if handed is not None else frozenset()
         for warning in self.sockets.setup(self.config.sockets, inherited, names):
             log.warning("%s", warning)
+        if handed is not None and handed.notify_fd is not None:
+            # The workers' NOTIFY_SOCKET names the previous image's server: the same socket goes on.
+            self._notify_server = NotifyServer(fd=handed.notify_fd)
+            loop.add_reader(self._notify_server.fileno(), self._on_notify)
         if any(w.notify for w in self.config.watchers):
             self._ensure_notify_server(loop)
         if self.cgroups is not None:

@@ -45,9 +45,12 @@ class AdoptedWatcher:
 class UpgradeState:
     watchers: dict[str, AdoptedWatcher]
     sockets: dict[str, int]
+    notify_fd: int | None = None  # the workers' NOTIFY_SOCKET server: its name lives in their environment
 
     def fds(self) -> list[int]:
         out = list(self.sockets.values())
+        if self.notify_fd is not None:
+            out.append(self.notify_fd)
         for w in self.watchers.values():
             out.extend(p.pidfd for p in w.processes)
             for p in w.processes:
@@ -76,7 +79,8 @@ def snapshot(arbiter: Any, pipes: dict[int, dict[str, int]] | None = None) -> Up
         ]
         watchers[name] = AdoptedWatcher(name, watcher.numprocesses, watcher.state.value, procs)
     sockets = {name: arbiter.sockets.fd(name) for name in arbiter.sockets.names()}
-    return UpgradeState(watchers, sockets)
+    server = getattr(arbiter, "_notify_server", None)
+    return UpgradeState(watchers, sockets, server.fileno() if server is not None else None)
 
 
 def encode(state: UpgradeState) -> bytes:
@@ -84,6 +88,7 @@ def encode(state: UpgradeState) -> bytes:
         "version": VERSION,
         "time": time.time(),
         "sockets": state.sockets,
+        "notify_fd": state.notify_fd,
         "watchers": {
             name: {
                 "numprocesses": w.numprocesses,
@@ -109,7 +114,9 @@ def decode(data: bytes) -> UpgradeState:
         )
         for name, w in doc["watchers"].items()
     }
-    return UpgradeState(watchers, {k: int(v) for k, v in doc["sockets"].items()})
+    notify_fd = doc.get("notify_fd")
+    sockets = {k: int(v) for k, v in doc["sockets"].items()}
+    return UpgradeState(watchers, sockets, None if notify_fd is None else int(notify_fd))
 
 
 def exec_upgrade(state: UpgradeState, argv: list[str] | None = None) -> None:

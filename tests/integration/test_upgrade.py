@@ -208,3 +208,41 @@ def test_an_upgrade_closes_the_pipes_of_a_watcher_gone_from_the_file(circusd: An
     wait_for(lambda: "upgrade: adopted 1 workers" in d.log_text() and dstats_pid(d) == d.proc.pid,
              what="the upgrade done")
     assert held() == set()
+
+
+NOTIFY_WHEN_TOLD = (
+    "import os, socket, sys, time\n"
+    "while not os.path.exists(sys.argv[1]): time.sleep(0.01)\n"
+    "addr = os.environ['NOTIFY_SOCKET']\n"
+    "addr = '\\0' + addr[1:] if addr.startswith('@') else addr\n"
+    "socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b'READY=1\\nSTATUS=up', addr)\n"
+    "time.sleep(600)\n"
+)
+
+
+def test_a_worker_not_ready_at_the_upgrade_reaches_the_new_image_with_its_ready(
+    circusd: Any, tmp_path: Any
+) -> None:
+    # The workers' NOTIFY_SOCKET names circusd's notify server: the new image takes the same socket over
+    # (it used to bind a new name, and the READY=1 of a worker still starting was refused).
+    worker = tmp_path / "notify_when_told.py"
+    worker.write_text(NOTIFY_WHEN_TOLD)
+    go = tmp_path / "go"
+    go.touch()  # the first worker gets ready at once: circusd's start is done
+    d = circusd(f"[watcher:n]\ncmd = {sys.executable} {worker} {go}\nnotify = true\nready_timeout = 60\n")
+    first = d.call("list", name="n")["pids"][0]
+    go.unlink()
+    os.kill(first, signal.SIGKILL)  # its replacement waits for `go` before READY=1
+    wait_for(lambda: d.call("list", name="n")["pids"] not in ([], [first]), what="the replacement")
+    pid = d.call("list", name="n")["pids"][0]
+    assert d.call("upgrade")["status"] == "ok"
+    wait_for(lambda: "upgrade: adopted 1 workers" in d.log_text() and dstats_pid(d) == d.proc.pid,
+             what="the upgrade done")
+    go.touch()
+
+    def heard() -> bool:
+        info = d.call("stats", name="n")["info"].get(str(pid))
+        return isinstance(info, dict) and info.get("notify_status") == "up"
+
+    wait_for(heard, what="the replacement's READY=1/STATUS heard by the new image")
+    assert d.call("list", name="n")["pids"] == [pid]

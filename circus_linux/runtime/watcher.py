@@ -10,7 +10,7 @@ import os
 import random
 import signal as signals_mod
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -572,19 +572,25 @@ class Watcher:
                 os.close(fd)
 
     # ---------------------------------------------------------------- options
-    async def set_options(self, changes: Mapping[str, Any]) -> list[str]:
+    def set_stream_options(self, streamed: Mapping[str, Any]) -> list[str]:
+        """`stdout_stream.*`/`stderr_stream.*` changes, applied now (a new sink at once): ValueError, with
+        nothing changed, when the stream cannot be made. Returns the keys that need new workers (fd 1/2
+        changes kind), for set_options(also_reload=...)."""
+        if not streamed or self.svc.streams is None:
+            return []
+        self.config, respawn = self.svc.streams.reconfigure(self.config, streamed)
+        return list(streamed) if respawn else []
+
+    async def set_options(self, changes: Mapping[str, Any], also_reload: Sequence[str] = ()) -> list[str]:
         """Apply option changes parsed by the caller (control/commands/set.parse_options: typed values,
-        `rlimit_<name>` and `hooks.<name>` keys); returns the keys that needed a graceful reload."""
+        `rlimit_<name>` and `hooks.<name>` keys); returns the keys that needed a graceful reload.
+        `also_reload`: stream keys set_stream_options applied already that need new workers."""
         changes = dict(changes)
         n = changes.pop("numprocesses", None)
-        needs_reload: list[str] = []
+        needs_reload: list[str] = list(also_reload)
         stream_keys = [k for k in changes if k.startswith(("stdout_stream.", "stderr_stream."))]
-        if stream_keys and self.svc.streams is not None:
-            # stdout_stream.filename etc.: a new sink at once; new workers only if fd 1/2 change kind
-            streamed = {k: changes.pop(k) for k in stream_keys}
-            self.config, respawn = self.svc.streams.reconfigure(self.config, streamed)
-            if respawn:
-                needs_reload.extend(stream_keys)
+        needs_reload += self.set_stream_options({k: changes.pop(k) for k in stream_keys})
+        stream_keys += list(also_reload)
         if changes:
             fields = {f.name for f in dataclasses.fields(self.config)}
             direct = {k: v for k, v in changes.items() if k in fields}

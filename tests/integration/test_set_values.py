@@ -122,3 +122,25 @@ def test_circusctl_set_sends_text_circusd_parses(circusd: Any) -> None:
     assert code == 3 and "send_hup" in err
     code, _out, err = run("set", "w", "numprocesses", "lots")
     assert code == 3 and "numprocesses" in err
+
+
+def test_a_stream_that_cannot_be_made_is_refused_before_the_reply(circusd: Any, tmp_path: Path) -> None:
+    (tmp_path / "streamboom.py").write_text(
+        "class Boom:\n    def __init__(self, **options):\n        raise RuntimeError('log server down')\n"
+    )
+    out = tmp_path / "out.log"
+    d = circusd(
+        f"[watcher:w]\ncmd = sleep 600\nstdout_stream.class = FileStream\nstdout_stream.filename = {out}\n",
+        env={"PYTHONPATH": str(tmp_path)},
+    )
+    with Client(d.endpoint, timeout=20) as c:
+        # Without waiting too: the error used to come after an ok reply, in the log only.
+        reply = c.request("set", name="w", options={"stdout_stream.class": "streamboom.Boom"})
+        assert reply["status"] == "error" and reply["errno"] == 3, reply
+        assert "streamboom.Boom" in reply["reason"] and "log server down" in reply["reason"]
+        conf = c.call("options", name="w")["options"]["stdout_stream_conf"]
+        assert conf == {"class": "FileStream", "filename": str(out)}
+        # A good change still works, at once.
+        new = tmp_path / "new.log"
+        assert c.call("set", name="w", options={"stdout_stream.filename": str(new)})["status"] == "ok"
+        assert c.call("options", name="w")["options"]["stdout_stream_conf"]["filename"] == str(new)

@@ -104,7 +104,23 @@ async def execute(arbiter: Any, props: Mapping[str, Any]) -> Action:
         except CircusError as exc:  # CgroupError: the kernel refused the value
             raise RequestError(str(exc), Errno.COMMAND_ERROR, "options") from None
 
+    # Stream changes are applied now, before the reply: a stream that cannot be made (a class whose
+    # constructor fails, a file that cannot be opened) is an error the client sees, and nothing changes.
+    kinds = ("stdout_stream.", "stderr_stream.")
+    streamed = {k: options.pop(k) for k in list(options) if k.startswith(kinds)}
+    respawn: list[str] = []
+    if streamed and hasattr(watcher, "set_stream_options"):
+        try:
+            respawn = watcher.set_stream_options(streamed)
+        except (OSError, ValueError) as exc:
+            keys = ", ".join(streamed)
+            raise RequestError(f"cannot apply {keys}: {exc}", Errno.MESSAGE_ERROR, "options") from None
+    elif streamed:
+        options.update(streamed)
+
     async def run() -> Any:
+        if respawn:
+            return await watcher.set_options(options, also_reload=respawn)
         return await watcher.set_options(options) if options else None
 
     return Action(run)

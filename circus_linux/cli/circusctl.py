@@ -475,6 +475,18 @@ def _opt(value: Any) -> str:
     return str(value)
 
 
+# The lines circusd's ring answers for, per watcher (runtime/stream_ring.RING_SIZE; not imported here).
+LOG_RING = 1000
+
+
+def _seq(line: dict[str, Any]) -> tuple[int, int] | None:
+    """A captured line's number (block, index in the block), when circusd sent one."""
+    seq = line.get("seq")
+    if isinstance(seq, list) and len(seq) == 2 and all(isinstance(x, int) for x in seq):
+        return (seq[0], seq[1])
+    return None
+
+
 def _log_line(line: dict[str, Any]) -> str:
     """One captured line as `logs` prints it: `[wid:pid] text`, stderr lines marked."""
     mark = " (stderr)" if line.get("stream") == "stderr" else ""
@@ -610,6 +622,11 @@ class Controller:
         reply = self.client.call("logs", follow=lease, **props)
         for line in reply.get("lines", []):
             print(_log_line(line), file=self.out, flush=True)
+        # Lines are numbered (block, index) by circusd: the events of blocks up to `blocks` are the
+        # backlog's (or older), and the lines published before the subscription took effect (ZeroMQ
+        # subscribes asynchronously) are fetched from the ring when the first event shows where it began.
+        after: tuple[int, int] = (int(reply.get("blocks", 0)), 1 << 62)
+        filled = "blocks" not in reply  # an older circusd: no numbers, nothing to fill or skip
         seen, renewed = 0, time.monotonic()
         try:
             while ns.count is None or seen < ns.count:
@@ -624,6 +641,20 @@ class Controller:
                 event = json.loads(frames[-1])
                 if ns.wid is not None and event.get("wid") != ns.wid:
                     continue
+                seq = _seq(event)
+                if seq is not None and not filled:
+                    if seq <= after:
+                        continue  # in the backlog already, or older than it
+                    filled = True
+                    which = {"wid": ns.wid} if ns.wid is not None else {}
+                    missed = self.client.call("logs", name=ns.name, lines=LOG_RING, **which)
+                    for line in missed.get("lines", []):
+                        at = _seq(line)
+                        if at is not None and after < at < seq and (ns.count is None or seen < ns.count):
+                            print(_log_line(line), file=self.out, flush=True)
+                            seen += 1
+                    if ns.count is not None and seen >= ns.count:
+                        break
                 event["stream"] = frames[0].decode().rsplit(".", 1)[-1]
                 print(_log_line(event), file=self.out, flush=True)
                 seen += 1

@@ -27,6 +27,11 @@ class Entry:
     wid: int
     kind: str
     block: bytes  # whole lines, newline-terminated, at least one
+    seq: int = 0  # the block's number in its watcher's output: (seq, index of the line) orders every line
+
+
+# (time, pid, wid, kind, line, (block seq, index of the line in its block))
+RingLine = tuple[float, int, int, str, bytes, tuple[int, int]]
 
 
 class LineRing:
@@ -40,10 +45,10 @@ class LineRing:
         self._bytes = 0  # an upper bound: blocks pushed out by maxlen are not subtracted
         self._kept = 0  # bytes kept by the last prune
 
-    def add(self, time: float, pid: int, wid: int, kind: str, block: bytes) -> None:
+    def add(self, time: float, pid: int, wid: int, kind: str, block: bytes, seq: int = 0) -> None:
         if not block or self.size <= 0:
             return
-        self._blocks.append(Entry(time, pid, wid, kind, block))
+        self._blocks.append(Entry(time, pid, wid, kind, block, seq))
         self._bytes += len(block)
         if self._bytes > max(self.budget, 2 * self._kept):
             self._prune()
@@ -61,17 +66,23 @@ class LineRing:
             self._blocks.popleft()
         self._bytes = self._kept = kept
 
-    def last(self, n: int, wid: int | None = None) -> list[tuple[float, int, int, str, bytes]]:
-        """The newest n lines (of worker `wid` only, if given) among the ring's last `size`, oldest first."""
-        picked: list[tuple[float, int, int, str, bytes]] = []
+    def last(self, n: int, wid: int | None = None) -> list[RingLine]:
+        """The newest n lines (of worker `wid` only, if given) among the ring's last `size`, oldest first,
+        each as (time, pid, wid, kind, line, (block seq, index of the line in its block))."""
+        picked: list[RingLine] = []
         budget = self.size
         for e in reversed(self._blocks):
             if budget <= 0 or len(picked) >= n:
                 break
-            lines = split_block(e.block)[-budget:]
+            all_lines = split_block(e.block)
+            skip = max(0, len(all_lines) - budget)
+            lines = all_lines[skip:]
             budget -= len(lines)
             if wid is None or e.wid == wid:
-                picked.extend((e.time, e.pid, e.wid, e.kind, line) for line in reversed(lines))
+                picked.extend(
+                    (e.time, e.pid, e.wid, e.kind, line, (e.seq, skip + i))
+                    for i, line in reversed(list(enumerate(lines)))
+                )
         del picked[n:]
         picked.reverse()
         return picked

@@ -66,6 +66,7 @@ class WatcherOutput:
     by_pid: dict[int, list[PipeReader]] = field(default_factory=dict)  # live readers, by worker pid
     valves: dict[str, Valve] = field(default_factory=dict)  # by kind: shut while that sink is over its bound
     nbytes: int = 0  # read from the pipes (bytes, not lines: counting lines costs more than writing them)
+    blocks: int = 0  # blocks read: each line is numbered (block, index) in the ring and in its event
     dropped: int = 0
     split_done: int = 0  # long lines cut, from readers already finished
     last_drop_report: float = 0.0
@@ -298,7 +299,9 @@ class StreamHub:
         now = time.time()
         nbytes = len(block)
         out.nbytes += nbytes
-        out.ring.add(now, reader.pid, reader.wid, reader.kind, block)
+        out.blocks += 1
+        seq = out.blocks
+        out.ring.add(now, reader.pid, reader.wid, reader.kind, block, seq)
         ch = out.channels.get(reader.kind)
         if ch is None:
             return
@@ -306,11 +309,11 @@ class StreamHub:
             ch.publish == "auto" and self._followed.get(reader.watcher, 0.0) > time.monotonic()
         ):
             topic = f"watcher.{reader.watcher}.{reader.kind}"
-            for line in split_block(block):
+            for i, line in enumerate(split_block(block)):
                 self._emit(
                     topic,
                     {"pid": reader.pid, "wid": reader.wid, "data": line.decode(errors="replace"),
-                     "time": now},
+                     "seq": [seq, i], "time": now},
                 )
         sink = ch.sink
         if sink is None:
@@ -484,13 +487,19 @@ class StreamHub:
         """
         self._followed[name] = time.monotonic() + max(0.0, min(seconds, 3600.0))
 
+    def blocks(self, name: str) -> int:
+        """The number of the last block read from this watcher's pipes (0: none yet)."""
+        out = self.outputs.get(name)
+        return out.blocks if out is not None else 0
+
     def tail(self, name: str, lines: int = 20, wid: int | None = None) -> list[dict[str, Any]]:
         out = self.outputs.get(name)
         if out is None or lines <= 0:
             return []
         return [
-            {"time": t, "pid": pid, "wid": w, "stream": kind, "data": data.decode(errors="replace")}
-            for t, pid, w, kind, data in out.ring.last(lines, wid)
+            {"time": t, "pid": pid, "wid": w, "stream": kind, "data": data.decode(errors="replace"),
+             "seq": list(seq)}
+            for t, pid, w, kind, data, seq in out.ring.last(lines, wid)
         ]
 
     def stats(self, name: str) -> dict[str, Any]:

@@ -94,12 +94,20 @@ def test_a_chunk_made_of_a_block_gives_its_lines_and_the_other_way() -> None:
 def test_the_ring_answers_for_the_last_lines_only_and_filters_by_wid() -> None:
     ring = LineRing(size=10, budget=64)
     for i in range(30):
-        ring.add(float(i), 100 + i % 2, 1 + i % 2, "stdout", b"%d a\n%d b\n" % (i, i))
+        ring.add(float(i), 100 + i % 2, 1 + i % 2, "stdout", b"%d a\n%d b\n" % (i, i), seq=i + 1)
     got = ring.last(100)
-    assert [line for *_, line in got] == [b"%d %s" % (i, x) for i in range(25, 30) for x in (b"a", b"b")]
-    assert {(w, pid) for _t, pid, w, _k, _l in got} == {(1, 100), (2, 101)}
-    assert [line for *_, line in ring.last(3, wid=1)] == [b"26 b", b"28 a", b"28 b"]
+    expected = [b"%d %s" % (i, x) for i in range(25, 30) for x in (b"a", b"b")]
+    assert [line for *_, line, _seq in got] == expected
+    assert {(w, pid) for _t, pid, w, _k, _l, _s in got} == {(1, 100), (2, 101)}
+    # Each line is numbered (its block's seq, its index in the block): what `logs -f` orders and dedupes by.
+    assert [seq for *_, seq in got] == [(i + 1, j) for i in range(25, 30) for j in (0, 1)]
+    assert [line for *_, line, _seq in ring.last(3, wid=1)] == [b"26 b", b"28 a", b"28 b"]
     assert ring.last(0) == []
+    # The ring's line budget may cut into its oldest block: the indexes stay those of the block's lines.
+    cut = LineRing(size=3, budget=1 << 20)
+    cut.add(0.0, 1, 1, "stdout", b"a\nb\nc\n", seq=7)
+    cut.add(0.0, 1, 1, "stdout", b"d\n", seq=8)
+    assert [(line, seq) for *_, line, seq in cut.last(10)] == [(b"b", (7, 1)), (b"c", (7, 2)), (b"d", (8, 0))]
 
 
 def test_the_ring_forgets_old_blocks_but_keeps_enough_lines() -> None:

@@ -6,13 +6,17 @@ Request properties:
   lines   (integer, default 20)  how many of the last lines (from an in-memory ring of 1000 per watcher)
   follow  (number, optional)  seconds during which every new line is also published as an event on the
           pub/sub endpoint (with the default `publish = auto`); a follower renews it
-Reply: `{"name": NAME, "lines": [{"time", "pid", "wid", "stream", "data"}...], "stats": {...},
-        "topics": ["watcher.NAME.stdout", "watcher.NAME.stderr"]}`; stats: `bytes` read, `written_bytes`,
+Reply: `{"name": NAME, "blocks": N, "lines": [{"time", "pid", "wid", "stream", "data", "seq"}...],
+        "stats": {...}, "topics": ["watcher.NAME.stdout", "watcher.NAME.stderr"]}`. Every line is numbered
+`seq` = [block, index in the block], in the ring and in its event, and `blocks` is the number of the last
+block read so far: a follower prints the lines after it from the events, and takes from the ring the
+ones published before its subscription took effect (`circusctl logs -f` does). Stats: `bytes` read,
+`written_bytes`,
 `dropped` lines (overflow = drop), long lines `split`, lines lost to `write_errors`, `queued_bytes` (bytes,
 not lines: circusd does not count the lines it writes), `paused` pipes (each over its own buffer_size) and
 `held` outputs (stdout/stderr whose sink is over its 2 MiB bound: none of their pipes is read until it
 drains).
-Events (pub/sub): topic `watcher.<name>.stdout` / `.stderr`, body {pid, wid, data (the line), time}.
+Events (pub/sub): topic `watcher.<name>.stdout` / `.stderr`, body {pid, wid, data (the line), seq, time}.
 Only captured output is there: a watcher without stdout_stream/stderr_stream writes to circusd's own
 stdout/stderr, and a direct journald stream never passes through circusd (read it with journalctl).
 Errors: errno 3 "program NAME not found"; errno 3 for a negative `lines`.
@@ -47,6 +51,7 @@ async def execute(arbiter: Any, props: Mapping[str, Any]) -> dict[str, Any]:
         hub.follow(watcher.name, float(props["follow"]))
     return {
         "name": watcher.name,
+        "blocks": hub.blocks(watcher.name),
         "lines": hub.tail(watcher.name, lines, props.get("wid")),
         "stats": hub.stats(watcher.name),
         "topics": [f"watcher.{watcher.name}.stdout", f"watcher.{watcher.name}.stderr"],

@@ -110,6 +110,20 @@ def test_the_ring_answers_for_the_last_lines_only_and_filters_by_wid() -> None:
     assert [(line, seq) for *_, line, seq in cut.last(10)] == [(b"b", (7, 1)), (b"c", (7, 2)), (b"d", (8, 0))]
 
 
+def test_the_ring_keeps_at_most_max_bytes_whatever_its_line_count() -> None:
+    ring = LineRing(size=1000, budget=64 * 1024, max_bytes=256 * 1024)
+    long = b"x" * 60_000 + b"\n"
+    for i in range(200):
+        ring.add(0.0, 1, 1, "stdout", long, seq=i + 1)
+        assert sum(len(e.block) for e in ring._blocks) <= 2 * 256 * 1024 + len(long)
+    got = ring.last(1000)
+    assert 4 <= len(got) < 10 and got[-1][-1] == (200, 0)  # the newest lines, fewer than asked
+    huge = LineRing(size=10, budget=1024, max_bytes=1024)
+    for i in range(3):
+        huge.add(0.0, 1, 1, "stdout", b"y" * 5000 + b"\n", seq=i + 1)
+    assert [seq for *_, seq in huge.last(10)] == [(3, 0)]  # pruned: the newest block stays, alone
+
+
 def test_the_ring_forgets_old_blocks_but_keeps_enough_lines() -> None:
     ring = LineRing(size=100, budget=1000)
     for i in range(1000):

@@ -3,7 +3,8 @@
 Request properties:
   name    (string, required)  the watcher
   wid     (integer, optional)  only the lines of the worker with this wid
-  lines   (integer, default 20)  how many of the last lines (from an in-memory ring of 1000 per watcher)
+  lines   (integer, default 20)  how many of the last lines (from an in-memory ring: the last 1000
+          lines of the watcher, at most 4 MiB of them)
   follow  (number, optional)  seconds during which every new line is also published as an event on the
           pub/sub endpoint (with the default `publish = auto`); a follower renews it
 Reply: `{"name": NAME, "blocks": N, "lines": [{"time", "pid", "wid", "stream", "data", "seq"}...],

@@ -410,7 +410,7 @@ def describe(sock: socket.socket, name: str, backlog: int | None = None) -> dict
     if sock.family == socket.AF_UNIX:
         entry["path"] = _unix_name(addr)
     else:
-        entry["backlog"] = backlog
+        entry["backlog"] = backlog if sock.type == socket.SOCK_STREAM else None  # no listen() for udp
         entry["host"] = addr[0]
         entry["port"] = addr[1]
     entry["family"] = _enum_name(sock.family)

@@ -185,7 +185,7 @@ class SocketRegistry:
             entry["established"] = queue.established if queue is not None else None
             if queue is not None:
                 entry["backlog"] = queue.backlog
-            else:
+            elif entry["name"] in inodes:  # a stream listener: its configured backlog, if sock_diag is out
                 entry.setdefault("backlog", self._backlog.get(entry["name"]))
                 if depths is not None and not depths.available and entry["name"] in inodes:
                     entry["diag_error"] = depths.reason

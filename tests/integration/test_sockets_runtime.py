@@ -128,7 +128,7 @@ stdin_socket = local
     assert web["host"] == "127.0.0.1" and web["port"] > 0 and web["backlog"] == 7
     assert (web["queued"], web["established"]) == (0, 0)
     assert local["path"] == str(stale) and local["backlog"] is not None and local["queued"] == 0
-    assert dgram["type"] == "SOCK_DGRAM" and dgram["queued"] is None
+    assert dgram["type"] == "SOCK_DGRAM" and dgram["queued"] is None and dgram["backlog"] is None
     if v6:
         assert socks["v6"]["family"] == "AF_INET6" and socks["v6"]["host"] == "::1"
     st = os.stat(stale)

@@ -239,6 +239,23 @@ def _parse_hook(text: str) -> tuple[str, bool]:
     return v.parse_dotted(target), (v.parse_bool(flag) if sep else False)
 
 
+def _stream_option(opt: str, text: str) -> Any:
+    """One stdout_stream.*/stderr_stream.* value (the ini's and `set`'s): the class's name, or the option
+    typed; ValueError naming what was expected."""
+    if opt == "class":
+        name = text.strip().removeprefix("circus.stream.")
+        if "." not in name and name not in STREAM_CLASSES:
+            known = ", ".join(sorted(STREAM_CLASSES))
+            raise ValueError(f"expected a stream class ({known}) or a dotted path, got {text!r}")
+        return name
+    parser = _STREAM_OPTION_PARSERS.get(opt)
+    if parser is not None:
+        return parser(text)
+    if opt == "rotate_when" and not _ROTATE_WHEN.fullmatch(text.strip()):
+        raise ValueError(f"expected S, M, H, D, midnight or W0..W6, got {text!r}")
+    return text
+
+
 def _stream(r: SectionReader, prefix: str) -> StreamConfig | None:
     entries = [e for e in r.rest() if e.key.startswith(prefix + ".")]
     if not entries:
@@ -251,24 +268,16 @@ def _stream(r: SectionReader, prefix: str) -> StreamConfig | None:
         if opt == "class":
             cls_entry = e
             continue
-        parser = _STREAM_OPTION_PARSERS.get(opt)
         try:
-            if parser is not None:
-                opts[opt] = parser(e.value)
-            elif opt == "rotate_when" and not _ROTATE_WHEN.fullmatch(e.value.strip()):
-                raise ValueError(f"expected S, M, H, D, midnight or W0..W6, got {e.value!r}")
-            else:
-                opts[opt] = e.value
+            opts[opt] = _stream_option(opt, e.value)
         except ValueError as exc:
             r.error_at(e, str(exc))
     if cls_entry is not None:
-        name = cls_entry.value.strip()
-        if name.startswith("circus.stream."):
-            name = name[len("circus.stream."):]
-        if "." not in name and name not in STREAM_CLASSES:
-            r.error_at(cls_entry, f"expected a stream class ({', '.join(sorted(STREAM_CLASSES))}) "
-                                  f"or a dotted path, got {cls_entry.value!r}")
-        cls = name
+        cls = cls_entry.value.strip().removeprefix("circus.stream.")
+        try:
+            _stream_option("class", cls_entry.value)
+        except ValueError as exc:
+            r.error_at(cls_entry, str(exc))
     else:
         cls = "FileStream" if "filename" in opts else "StdoutStream"
     if cls in ("FileStream", "WatchedFileStream", "TimedRotatingFileStream") and not opts.get("filename"):
@@ -527,7 +536,7 @@ def _live_option(key: str, value: Any, text: str) -> tuple[str, Any]:
         return key, HookConfig(hook, target, ignore)
     prefix, dot, opt = key.partition(".")
     if dot and prefix in ("stdout_stream", "stderr_stream"):
-        return key, _live_stream_option(opt, text)
+        return key, _stream_option(opt, text)
     raise KeyError(key)
 
 
@@ -544,18 +553,3 @@ def _live_env(value: Any) -> dict[str, str]:
     if isinstance(value, Mapping) and all(isinstance(x, str) for x in (*value.keys(), *value.values())):
         return dict(value)
     raise ValueError(f"expected an object of strings or KEY=VALUE[,KEY=VALUE...], got {value!r}")
-
-
-def _live_stream_option(opt: str, text: str) -> Any:
-    if opt == "class":
-        name = text.strip().removeprefix("circus.stream.")
-        if "." not in name and name not in STREAM_CLASSES:
-            known = ", ".join(sorted(STREAM_CLASSES))
-            raise ValueError(f"expected a stream class ({known}) or a dotted path, got {text!r}")
-        return name
-    parser = _STREAM_OPTION_PARSERS.get(opt)
-    if parser is not None:
-        return parser(text)
-    if opt == "rotate_when" and not _ROTATE_WHEN.fullmatch(text.strip()):
-        raise ValueError(f"expected S, M, H, D, midnight or W0..W6, got {text!r}")
-    return text

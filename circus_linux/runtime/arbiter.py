@@ -115,8 +115,7 @@ class Arbiter:
             log.warning("%s", warning)
         if handed is not None and handed.notify_fd is not None:
             # The workers' NOTIFY_SOCKET names the previous image's server: the same socket goes on.
-            self._notify_server = NotifyServer(fd=handed.notify_fd)
-            loop.add_reader(self._notify_server.fileno(), self._on_notify)
+            self._ensure_notify_server(loop, fd=handed.notify_fd)
         if any(w.notify for w in self.config.watchers):
             self._ensure_notify_server(loop)
         if self.cgroups is not None:
@@ -167,11 +166,14 @@ class Arbiter:
         log.info("upgrade: adopted %d workers", adopted)
         self._reap_all()  # whatever died while we were exec'ing
 
-    def _ensure_notify_server(self, loop: asyncio.AbstractEventLoop | None = None) -> str:
+    def _ensure_notify_server(
+        self, loop: asyncio.AbstractEventLoop | None = None, fd: int | None = None
+    ) -> str:
+        """The workers' notify server, made on first use; `fd`: the one the previous image handed over."""
         if self._notify_server is None:
             # Abstract namespace: no file to place, clean up or chmod for workers of other uids; senders
             # are told apart by their kernel-given pid, never by who could reach the name.
-            self._notify_server = NotifyServer(abstract=True)
+            self._notify_server = NotifyServer(fd=fd) if fd is not None else NotifyServer(abstract=True)
             (loop or asyncio.get_running_loop()).add_reader(self._notify_server.fileno(), self._on_notify)
         return self._notify_server.address
 
@@ -215,6 +217,10 @@ class Arbiter:
         self.ready = True
         self.emit("arbiter.ready", {"watchers": list(self.watchers)})
         self.notifier.notify("READY=1", STATUS=self.status_line(), MAINPID=os.getpid())
+        self._start_loops()
+
+    def _start_loops(self) -> None:
+        """The status loop, and the watchdog's when systemd asked for one (WATCHDOG_USEC)."""
         self._own(self._status_loop(), loop=True)
         interval = watchdog_usec()
         if interval:
@@ -271,10 +277,7 @@ class Arbiter:
         for watcher in self.watchers.values():
             watcher.thaw()
         self.streams.thaw()
-        self._own(self._status_loop(), loop=True)
-        interval = watchdog_usec()
-        if interval:  # the freeze cancelled the pings too: without them systemd would kill us
-            self._own(self._watchdog_loop(interval / 2_000_000), loop=True)
+        self._start_loops()  # the freeze cancelled them: without the watchdog's pings systemd would kill us
         self.notifier.notify("READY=1", STATUS=self.status_line())
 
     def handle_usr2(self) -> None:

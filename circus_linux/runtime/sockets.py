@@ -187,7 +187,7 @@ class SocketRegistry:
                 entry["backlog"] = queue.backlog
             elif entry["name"] in inodes:  # a stream listener: its configured backlog, if sock_diag is out
                 entry.setdefault("backlog", self._backlog.get(entry["name"]))
-                if depths is not None and not depths.available and entry["name"] in inodes:
+                if depths is not None and not depths.available:
                     entry["diag_error"] = depths.reason
         return entries
 

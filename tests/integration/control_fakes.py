@@ -124,6 +124,10 @@ class FakeWatcher:
     def options(self) -> dict[str, Any]:
         return {"numprocesses": self.numprocesses, "cmd": "sleep 600", **self.extra}
 
+    def set_stream_options(self, streamed: dict[str, Any]) -> list[str]:
+        self.extra.update(streamed)
+        return []
+
     async def set_options(self, opts: dict[str, Any]) -> None:
         if "numprocesses" in opts:
             await self.set_numprocesses(opts["numprocesses"])

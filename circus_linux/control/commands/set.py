@@ -109,14 +109,12 @@ async def execute(arbiter: Any, props: Mapping[str, Any]) -> Action:
     kinds = ("stdout_stream.", "stderr_stream.")
     streamed = {k: options.pop(k) for k in list(options) if k.startswith(kinds)}
     respawn: list[str] = []
-    if streamed and hasattr(watcher, "set_stream_options"):
+    if streamed:
         try:
             respawn = watcher.set_stream_options(streamed)
         except (OSError, ValueError) as exc:
             keys = ", ".join(streamed)
             raise RequestError(f"cannot apply {keys}: {exc}", Errno.MESSAGE_ERROR, "options") from None
-    elif streamed:
-        options.update(streamed)
 
     async def run() -> Any:
         if respawn:

@@ -67,7 +67,8 @@ COMMAND_HELP = {
     "set": "change options live: set NAME KEY VALUE [KEY VALUE...] [--waiting]",
     "globaloptions": "the [circus] options: globaloptions [OPTION]",
     "signal": "send a signal: signal NAME [PID [CHILDPID]] SIGNUM [--children] [--recursive]",
-    "kill": "kill processes now: kill NAME [PID] [--signum SIG] [--graceful-timeout S] [--waiting]",
+    "kill": "stop processes now (stop_signal or --signum, SIGKILL after the graceful timeout): "
+    "kill NAME [PID] [--signum SIG] [--graceful-timeout S] [--waiting]",
     "listen": "print the event stream: listen [PUBSUB] [TOPIC...] [-n COUNT], or as in Circus: "
     "--endpoint PUBSUB listen [TOPIC...]",
     "logs": "captured output of a watcher: logs NAME [-f] [--wid N] [--lines N] [--pubsub ENDPOINT]",

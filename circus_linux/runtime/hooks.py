@@ -23,6 +23,11 @@ log = logging.getLogger("circus_linux.hooks")
 DEFAULT_TIMEOUT = 30.0
 # Hooks whose falsy result changes what the watcher does (Circus semantics); the others are only informed.
 DECIDING = frozenset({"before_start", "after_start", "before_spawn", "after_spawn", "before_signal"})
+# Hooks whose failure (an exception, a timeout) counts as success whatever the section says: Circus 0.19's
+# Watcher starts `ignore_hook_failure` with these, and `hooks.X = f, true` only adds X to that list (a
+# `, false` never takes one out). So a bug in a before_signal hook never vetoes a stop's stop_signal; only
+# a falsy *return value* does.
+IGNORED_FAILURES = frozenset({"before_stop", "after_stop", "before_signal", "after_signal", "extended_stats"})
 
 Emit = Callable[[str, dict[str, Any]], None]
 
@@ -96,14 +101,15 @@ async def run_hook(
     """Call `hooks[hook_name]` if configured; True means "go on".
 
     Circus semantics: no hook -> True; the hook's result, taken as a bool; a hook that raises (or times out)
-    -> hook_failure event and the result is its `ignore_error` flag. `emit(event, **payload)` is the
+    -> hook_failure event and the result is True for the IGNORED_FAILURES hooks, else its `ignore_error`
+    flag. `emit(event, **payload)` is the
     watcher's own event function (topics watcher.<name>.hook_success / hook_failure).
     """
     cfg = hooks.get(hook_name)
     if cfg is None:
         return True
     target: str = cfg.target
-    ignore_error: bool = bool(getattr(cfg, "ignore_error", False))
+    ignore_error = hook_name in IGNORED_FAILURES or bool(getattr(cfg, "ignore_error", False))
 
     def call() -> Any:
         return resolve(target)(watcher=watcher, arbiter=arbiter, hook_name=hook_name, **kwargs)

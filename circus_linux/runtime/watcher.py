@@ -489,12 +489,12 @@ class Watcher:
         targets = [self._get(pid)] if pid is not None else self.processes()
         sent: list[int] = []
         for p in targets:
-            if not await self._signal_allowed(p.pid, signum):
-                continue
-            if not children and p.send_signal(signum):
+            allowed = await self._signal_allowed(p.pid, signum)
+            if allowed and not children and p.send_signal(signum):
                 sent.append(p.pid)
+            # Circus (Watcher.send_signal) calls after_signal whether or not before_signal let it go.
             await self._hook("after_signal", pid=p.pid, signum=signum)
-            if children or recursive:
+            if allowed and (children or recursive):
                 sent.extend(_signal_tree(p.pid, signum, recursive))
         self._emit("signal", signum=signum, pids=sent)
         return sent
@@ -548,7 +548,7 @@ class Watcher:
         try:
             if await self._signal_allowed(p.pid, signum):
                 p.send_signal(signum)
-                await self._hook("after_signal", pid=p.pid, signum=signum)
+            await self._hook("after_signal", pid=p.pid, signum=signum)  # vetoed or not, as in Circus
             _signal_fds(tree, signum)
             try:
                 async with asyncio.timeout(timeout):

@@ -211,6 +211,59 @@ hooks.before_signal = myhooks.refuse
     wait_for(lambda: d.pids("guarded") and d.pids("guarded") != [pid], what="SIGKILL to go through")
 
 
+def test_raising_before_signal_hook_does_not_veto_the_stop(hooked: Any) -> None:
+    """Circus ignores failures of before_stop/after_stop/before_signal/after_signal by default (even with
+    `, false`): a buggy before_signal must not turn every stop into graceful_timeout and SIGKILL."""
+    d = hooked(
+        """
+[watcher:buggy]
+cmd = sleep 600
+graceful_timeout = 30
+hooks.before_signal = myhooks.boom, false
+hooks.before_stop = myhooks.boom
+"""
+    )
+    wait_for(lambda: _status(d, "buggy") == "active", what="buggy to start")
+    tap = EventTap(d.pubsub_endpoint)
+    try:
+        tap.prime(d)
+        began = time.monotonic()
+        assert d.call("stop", name="buggy", waiting=True, timeout=20)["status"] == "ok"
+        assert time.monotonic() - began < 10  # SIGTERM went: no 30 s graceful_timeout, no SIGKILL
+        reap = tap.wait(lambda ev: [p for t, p in ev if t == "watcher.buggy.reap"], what="reap")[0]
+        assert reap["exit_code"] == -15
+        failed = {p["name"] for t, p in tap.events if t == "watcher.buggy.hook_failure"}
+        assert failed == {"before_signal", "before_stop"}
+    finally:
+        tap.close()
+
+
+def test_after_signal_runs_when_before_signal_vetoed(hooked: Any) -> None:
+    """Circus's Watcher.send_signal calls after_signal whether or not before_signal let the signal go."""
+    d = hooked(
+        """
+[watcher:guarded]
+cmd = sleep 600
+hooks.before_signal = myhooks.refuse
+hooks.after_signal = myhooks.record
+"""
+    )
+    wait_for(lambda: _status(d, "guarded") == "active", what="guarded to start")
+    pid = d.pids("guarded")[0]
+    d.call("signal", name="guarded", signum=15)
+    record = hooked.record
+
+    def after_signal() -> list[dict[str, Any]]:
+        if not record.exists():
+            return []
+        lines = [json.loads(line) for line in record.read_text().splitlines()]
+        return [line for line in lines if line["hook"] == "after_signal"]
+
+    seen = wait_for(after_signal, what="after_signal for the vetoed signal")
+    assert seen[0]["pid"] == pid and seen[0]["signum"] == 15
+    assert d.pids("guarded") == [pid]  # still vetoed
+
+
 def test_before_spawn_cost_per_spawn(hooked: Any) -> None:
     """Measure what a before_spawn hook adds per spawn (a thread hop each); printed for the report."""
     d = hooked(

@@ -217,9 +217,16 @@ async def serve(cfg: Any, prestarted: Any = None) -> int:
             starting.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await starting
+        # Commands end first (nothing starts while the watchers stop), the event stream last: the
+        # shutdown's events (arbiter.stopping, kill, reap, stop) reach `listen` and the plugins, which
+        # stop last, as in Circus (Arbiter.stop: the watchers, then the controller).
         if control is not None:
-            await control.close()
-        await arbiter.shutdown()
+            await control.close_commands()
+        try:
+            await arbiter.shutdown()
+        finally:
+            if control is not None:
+                await control.close(flush=1.0)
 
 
 # The longest the first spawns may keep the control channel unbuilt (a slow before_start hook, say).

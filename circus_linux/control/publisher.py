@@ -92,7 +92,8 @@ class Publisher:
                       self.endpoint, exc)  # fmt: skip
             self.close()
 
-    def close(self) -> None:
+    def close(self, flush: float = 0.0) -> None:
+        """flush: seconds zmq may take to send what is queued (the context's term() waits that long)."""
         if self._socket is not None:
-            self._socket.close()
+            self._socket.close(linger=int(flush * 1000))
             self._socket = None

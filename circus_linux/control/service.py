@@ -141,10 +141,22 @@ class ControlService:
             self.web = WebService(self.arbiter, self._circus, self.server.execute)
             await self.web.start()
 
-    async def close(self) -> None:
+    async def close_commands(self) -> None:
+        """Close the command side only: the dashboard, the requests in flight (cancelled) and the ROUTER.
+
+        circusd's shutdown calls it before it stops the watchers, so that no command starts anything
+        while they stop, and close() after: the shutdown's events (arbiter.stopping, every kill, reap
+        and stop) still go out on the PUB socket, to `listen` and to the plugins, which stop last.
+        Safe to call twice."""
         if self.web is not None:
             await self.web.close()
             self.web = None
+        await self.server.close()
+
+    async def close(self, flush: float = 0.0) -> None:
+        """Close everything; `flush`: seconds the PUB socket may take to send the events still queued
+        (bounded: a subscriber that does not read never holds circusd's exit longer)."""
+        await self.close_commands()
         for listener in (self.publisher.emit, self._on_event):
             if listener in self.arbiter.listeners:
                 self.arbiter.listeners.remove(listener)
@@ -154,8 +166,7 @@ class ControlService:
             await asyncio.gather(*self._drops, return_exceptions=True)
         if self.stats is not None:
             await self.stats.close()
-        await self.server.close()
-        self.publisher.close()
+        self.publisher.close(flush)
         if self.zap is not None:
             await self.zap.close()
         if self._own_context:

@@ -66,6 +66,41 @@ filename = {events}
     assert "b'" not in text  # topics and messages read as text, not as bytes reprs
 
 
+def test_circusd_shutdown_publishes_its_events_to_listeners_and_plugins(circusd: Any, tmp_path: Path) -> None:
+    """The PUB socket closed before the watchers stopped: a SIGTERM'd circusd published nothing of its
+    shutdown, and plugins, which stop last, never saw the others stop. Circus stops the watchers first."""
+    (tmp_path / "talklogger.py").write_text(TALK_LOGGER)
+    events = tmp_path / "events.log"
+    d = circusd(
+        PRIMER
+        + f"""
+[watcher:w]
+cmd = sleep 600
+
+[plugin:logger]
+use = talklogger.Logger
+filename = {events}
+""",
+        env={"PYTHONPATH": str(tmp_path)},
+    )
+    wait_for(lambda: active(d, "plugin:logger") and active(d, "w"), what="the plugin and w to be up")
+    tap = EventTap(d.pubsub_endpoint, prefix=b"")
+    try:
+        tap.prime(d)
+        pid = d.pids("w")[0]
+        assert d.stop() == 0
+        tap.wait(lambda ev: "watcher.plugin:logger.stop" in [t for t, _ in ev], what="the plugin's stop")
+        topics = tap.topics()
+        assert "arbiter.stopping" in topics
+        assert topics.index("watcher.w.stop") < topics.index("watcher.plugin:logger.stop")
+        reaps = [p for t, p in tap.events if t == "watcher.w.reap"]
+        assert [r["process_pid"] for r in reaps] == [pid]
+    finally:
+        tap.close()
+    text = events.read_text()  # the Logger wrote it and closed it in handle_stop
+    assert f'watcher.w.kill::{{"process_pid": {pid}' in text and "watcher.w.stop::" in text
+
+
 def test_plugin_with_a_bad_class_gives_up_without_hurting_circusd(circusd: Any) -> None:
     d = circusd(
         """

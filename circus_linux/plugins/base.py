@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import signal
+from collections.abc import Iterator
 from typing import Any
 
 import zmq
@@ -36,7 +37,8 @@ HANDSHAKE_TIMEOUT = 10.0
 
 
 class PluginStopping(BaseException):
-    """SIGTERM arrived while the plugin waited on circusd: unwind to handle_stop at once.
+    """SIGTERM arrived while the plugin waited (on circusd, or inside `interruptible()`): unwind to
+    handle_stop at once.
 
     A BaseException so that a plugin's own `except Exception` around `call()` does not swallow it.
     """
@@ -95,7 +97,8 @@ class CircusPlugin:
         self.running = False
         self.active = True
         self._wakeup: tuple[int, int] | None = None
-        self._calling = False
+        self._interruptible = False  # inside call(), the start-up waits or `with self.interruptible()`
+        self._stopping = False  # handle_stop runs: a stop asked earlier no longer cuts a call short
         self._notifier: Notifier | None = None  # kept after READY=1 for set_status()
 
     # ------------------------------------------------------------------ to override
@@ -113,14 +116,26 @@ class CircusPlugin:
         """Send a command and return circusd's reply dict; errors come back as {"status": "error", ...}."""
         if self.client is None:
             self.client = Client(self.endpoint, timeout=CALL_TIMEOUT, context=self.context)
-        self._calling = True
         try:
-            return self.client.request(command, **props)
+            with self.interruptible():
+                return self.client.request(command, **props)
         except CallError as exc:
             log.warning("plugin %s: %s failed: %s", self.plugin_name, command, exc)
             return {"status": "error", "reason": str(exc)}
+
+    @contextlib.contextmanager
+    def interruptible(self) -> Iterator[None]:
+        """A blocking wait (a fetch, a call) that SIGTERM ends at once with PluginStopping, which unwinds
+        to handle_stop: circusd's stop must not wait for a timeout, nor SIGKILL us after its 5 s.
+        Nothing else may catch PluginStopping (it is a BaseException for that reason)."""
+        previous = self._interruptible
+        self._interruptible = True
+        try:
+            if self.loop.stop_requested and not self._stopping:  # a SIGTERM came before the wait began
+                raise PluginStopping()
+            yield
         finally:
-            self._calling = False
+            self._interruptible = previous
 
     def cast(self, command: str, **props: Any) -> None:
         """Send a command without waiting for (or getting) a reply."""
@@ -178,10 +193,10 @@ class CircusPlugin:
         self.loop.add_reader(r, self._drain_wakeup)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
-        self.loop.stop()
-        if self._calling:
-            # Blocked in a call (circusd may be shutting down and never answer): circusd's stop must not
-            # wait for our 5 s call timeout.
+        self.loop.stop()  # kept: a loop not yet running returns at once (a SIGTERM during handle_init)
+        if self._interruptible:
+            # Blocked in a call (circusd may be shutting down and never answer) or a fetch: circusd's
+            # stop must not wait for our timeout.
             raise PluginStopping()
 
     def _drain_wakeup(self) -> None:
@@ -194,26 +209,43 @@ class CircusPlugin:
             pass
 
     def start(self) -> None:
-        """Run until SIGTERM/SIGINT or stop(): handle_init, connect, READY=1, loop, handle_stop."""
+        """Run until SIGTERM/SIGINT or stop(): handle_init, connect, READY=1, loop, handle_stop.
+
+        A SIGTERM at any point of the start (in handle_init, in one of its calls, while connecting) ends
+        the plugin the usual way: handle_stop runs and start() returns (exit 0). A plugin whose start
+        raises anything else dies of it, without handle_stop.
+        """
         self._install_signals()
-        self.handle_init()
-        self.initialize()
-        self.running = True
-        self._settle()
-        self._notifier = Notifier.from_environ(unset=True)
-        self._notifier.notify("READY=1", STATUS=f"plugin {self.plugin_name} listening")
+        begun = False
         try:
             with contextlib.suppress(PluginStopping):
-                self.loop.run()
+                self._begin()
+                begun = True
+                self.loop.run()  # returns at once when a stop was asked during _begin
+            begun = True  # also after a PluginStopping: a stop as asked
         finally:
             self.running = False
+            self._stopping = True
             try:
-                # Events circusd published before it stopped us are already queued here: hand them over
-                # (a stop right after an incr must not lose the incr's spawn event).
-                self._on_events(stopping=True)
-                self.handle_stop()
+                # A second SIGTERM while handle_stop waits in a call ends that wait, and the plugin.
+                with contextlib.suppress(PluginStopping):
+                    if begun:
+                        # Events circusd published before it stopped us are already queued here: hand
+                        # them over (a stop right after an incr must not lose the incr's spawn event).
+                        self._on_events(stopping=True)
+                        self.handle_stop()
             finally:
                 self._close()
+
+    def _begin(self) -> None:
+        """handle_init, connect, settle, READY=1; PluginStopping as soon as a SIGTERM is known."""
+        self.handle_init()
+        with self.interruptible():  # raises at once if the SIGTERM came during handle_init
+            self.initialize()
+            self.running = True
+            self._settle()
+        self._notifier = Notifier.from_environ(unset=True)
+        self._notifier.notify("READY=1", STATUS=f"plugin {self.plugin_name} listening")
 
     def _settle(self) -> None:
         """Wait for the SUB handshake (bounded), then poll briefly so the subscription reaches circusd."""

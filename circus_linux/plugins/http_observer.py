@@ -36,8 +36,13 @@ class HttpObserver(StatsdEmitter):
         """Events are not counted here: this plugin observes a URL, not the watchers."""
 
     def fetch(self) -> int:
-        """GET check_url; the HTTP status, raising OSError on a network error or an error status."""
-        with urllib.request.urlopen(self.check_url, timeout=min(self.timeout, self.loop_rate)) as resp:
+        """GET check_url; the HTTP status, raising OSError on a network error or an error status.
+
+        Interruptible: a SIGTERM during the fetch (a hung backend is what this plugin is for) stops the
+        plugin at once instead of after the fetch's timeout, or circusd's SIGKILL."""
+        with self.interruptible(), urllib.request.urlopen(
+            self.check_url, timeout=min(self.timeout, self.loop_rate)
+        ) as resp:
             status = int(resp.status)
             resp.read()
         return status

@@ -42,10 +42,16 @@ class PluginLoop:
         self._timers: list[tuple[float, int, Timer]] = []
         self._seq = itertools.count()
         self._running = False
+        self._stop_requested = False
 
     @property
     def running(self) -> bool:
         return self._running
+
+    @property
+    def stop_requested(self) -> bool:
+        """stop() was called and no run() has ended since (a stop asked before run() is kept)."""
+        return self._stop_requested
 
     def add_reader(self, source: zmq.Socket[Any] | int, callback: Callback) -> None:
         self._readers[source] = callback
@@ -71,9 +77,21 @@ class PluginLoop:
 
     def stop(self) -> None:
         self._running = False
+        self._stop_requested = True
 
     def run(self) -> None:
+        """Run until stop(); at once back when stop() came before (a SIGTERM during a plugin's start)."""
+        if self._stop_requested:
+            self._stop_requested = False
+            return
         self._running = True
+        try:
+            self._loop()
+        finally:
+            self._running = False
+            self._stop_requested = False
+
+    def _loop(self) -> None:
         while self._running:
             timeout = self._run_due_timers()
             if not self._running:

@@ -12,6 +12,7 @@ import importlib
 import json
 import logging
 import os
+import signal
 import sys
 from typing import Any
 
@@ -57,10 +58,14 @@ def options_from_env(environ: dict[str, str] | os._Environ[str]) -> dict[str, An
 def build(dotted: str, environ: dict[str, str] | os._Environ[str] = os.environ) -> CircusPlugin:
     cls = resolve(dotted)
     options = options_from_env(environ)
+    # Keywords, ssh_server included: Circus's bundled plugins (and the third-party ones written after
+    # them) declare `__init__(self, endpoint, pubsub_endpoint, check_delay, ssh_server, **config)` with
+    # ssh_server required, and Circus's runner always passes it. Plugins run next to circusd: no tunnel.
     plugin = cls(
         endpoint=environ.get(ENV_ENDPOINT, DEFAULT_ENDPOINT),
         pubsub_endpoint=environ.get(ENV_PUBSUB, DEFAULT_PUBSUB),
         check_delay=float(environ.get(ENV_CHECK_DELAY, "5") or 5),
+        ssh_server=None,
         stats_endpoint=environ.get(ENV_STATS, DEFAULT_STATS),
         **options,
     )
@@ -80,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         format=f"%(asctime)s plugin:{name}[%(process)d] %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # Until start() installs its own handlers: a SIGTERM while the plugin's module is imported and its
+    # class built is a clean stop too (exit 0, as the contract says), not a death by signal.
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, _stop_now)
     try:
         plugin = build(args.plugin)
     except (ImportError, ValueError, TypeError) as exc:
@@ -88,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_PLUGIN
     plugin.start()
     return 0
+
+
+def _stop_now(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
 
 
 if __name__ == "__main__":

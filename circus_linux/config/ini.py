@@ -1,8 +1,12 @@
 """A small line-tracking ini reader with configparser's syntax; text in, sections out, no file access.
 
-Syntax kept from configparser (what Circus used): `[section]` headers, `key = value` or `key: value`,
-whole-line comments starting with `#` or `;`, indented continuation lines joined with a newline, no
-inline comments (a `#` inside a value is part of it: commands contain them), no `%` interpolation.
+Syntax kept from Circus's StrictConfigParser (a RawConfigParser): `[section]` headers, `key = value` or
+`key: value`, whole-line comments starting with `#` or `;`, indented continuation lines joined with a
+newline, no `%` interpolation (`%%` stays `%%`, as in Circus). Inline comments as in Circus: when the
+first `;` of a value follows whitespace, it and what comes after are a comment (`numprocesses = 5  ; five`);
+when it does not (`sh -c 'a; b ; c'`), the whole line is the value; any `#` is part of the value (commands
+contain them). Continuation lines are kept whole, as in Circus (a multi-line shell command keeps its
+` ;`). A value written exactly `""` is the empty string.
 
 Differences from configparser(strict=False), decided on purpose:
 - a key written twice in the same section of the same file is an error (configparser strict=False keeps the
@@ -21,6 +25,15 @@ from circus_linux.errors import ConfigIssue
 
 _SECTION = re.compile(r"\[(?P<name>[^\]]*)\]\s*$")
 _OPTION = re.compile(r"(?P<key>[^=:\s][^=:]*?)\s*[=:]\s*(?P<value>.*)$")
+
+
+def _value(text: str) -> str:
+    """A value as written, without its inline comment and outer whitespace (the rule in the docstring)."""
+    text = text.strip()
+    pos = text.find(";")
+    if pos > 0 and text[pos - 1].isspace():
+        text = text[:pos].rstrip()
+    return text
 
 
 @dataclass(frozen=True)
@@ -94,7 +107,10 @@ def parse(text: str, path: str) -> tuple[list[Section], list[ConfigIssue]]:
                                       f"duplicate key (first set at line {first.line})", lineno))
             last = None
             continue
-        last = current.entries[key] = Entry(key, opt.group("value").strip(), path, lineno)
+        value = _value(opt.group("value"))
+        if value == '""':
+            value = ""  # Circus's way of writing an empty value (`args = ""`)
+        last = current.entries[key] = Entry(key, value, path, lineno)
     return list(sections.values()), issues
 
 

@@ -20,9 +20,36 @@ def test_continuation_lines_join_with_newline():
     assert sections[0].entries["args"].value == "x"
 
 
-def test_no_inline_comments_hash_is_part_of_value():
+def test_hash_is_part_of_value():
     sections, _ = ini.parse("[watcher:a]\ncmd = sh -c 'echo #1'\n", "f")
     assert sections[0].entries["cmd"].value == "sh -c 'echo #1'"
+
+
+def test_inline_comments_kept_in_values():
+    # Circus's StrictConfigParser._read: the first `;` of a value ends it when whitespace precedes it
+    text = (
+        "[env]\nLANG = C.UTF-8      ; for every watcher\n"
+        "[watcher:a]\ncmd = sleep 5   ; short\nnumprocesses = 5\t; tab before\n"
+        "args = --x=a;b\nwd = ; not a comment at the start\n"
+        "shell_cmd = sh -c 'a; b ; c'\n"
+        "long = first ; cut\n  second ; kept on a continuation line\n"
+    )
+    sections, issues = ini.parse(text, "f")
+    assert issues == []
+    assert sections[0].entries["LANG"].value == "C.UTF-8"
+    values = {k: e.value for k, e in sections[1].entries.items()}
+    assert values["cmd"] == "sleep 5"
+    assert values["numprocesses"] == "5"
+    assert values["args"] == "--x=a;b"  # no whitespace before the `;`
+    assert values["wd"] == "; not a comment at the start"
+    assert values["shell_cmd"] == "sh -c 'a; b ; c'"  # only the first `;` decides, as in Circus
+    assert values["long"] == "first\nsecond ; kept on a continuation line"
+
+
+def test_empty_quoted_value_is_empty_string():
+    sections, _ = ini.parse('[watcher:a]\nargs = ""\ncmd = ""   ; empty\nx = "a"\ny = """"\n', "f")
+    values = {k: e.value for k, e in sections[0].entries.items()}
+    assert values == {"args": "", "cmd": "", "x": '"a"', "y": '""""'}
 
 
 def test_keys_lowercased_except_in_env_sections():

@@ -469,3 +469,30 @@ def test_watchers_keep_file_order():
     cfg = ld("[watcher:z]\ncmd=x\n[watcher:a]\ncmd=y\n[watcher:m]\ncmd=z\n")
     assert [w.name for w in cfg.watchers] == ["z", "a", "m"]
     assert cfg.watcher("a").cmd == "y" and cfg.watcher("nope") is None
+
+
+def test_inline_comments_readme_tour_passes_check(tmp_path, capsys):
+    # The README's "Configuration tour" comments its values with ` ; ...`: it must load as written
+    # (config loading only: its chaussette cmd is not installed here).
+    import pathlib
+    import re
+
+    from circus_linux.cli.circusd import main
+
+    readme = pathlib.Path(__file__).resolve().parents[2] / "README.md"
+    block = re.search(r"## Configuration tour.*?```ini\n(.*?)```", readme.read_text(), re.S)
+    assert block is not None, "README.md has no ini block under 'Configuration tour'"
+    path = tmp_path / "tour.ini"
+    path.write_text(block.group(1))
+    assert main(["--check", str(path)]) == 0, capsys.readouterr().err
+    cfg = load(path, environ={})
+    web = cfg.watchers[0]
+    assert (web.numprocesses, web.graceful_timeout, web.max_retry) == (5, 30.0, 5)
+    assert web.env["LANG"] == "C.UTF-8"
+    assert cfg.circus.pubsub_endpoint == "tcp://127.0.0.1:5556"
+
+
+def test_empty_quoted_value_is_empty_string():
+    cfg = ld('[env]\nX = ""\n[watcher:a]\ncmd = sleep 5\nargs = ""\n')
+    assert cfg.watchers[0].args is None  # no extra empty argv element
+    assert cfg.watchers[0].env["X"] == ""

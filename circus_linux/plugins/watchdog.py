@@ -1,9 +1,12 @@
 """WatchDog: kill workers that stop sending UDP heartbeats (`<pid>;<timestamp>`); wire only.
 
-Options (Circus's): loop_rate (60 s between checks), watchers_regex (which watchers, default none: `$^`),
-msg_regex (`^(?P<pid>.*);(?P<timestamp>.*)$`), ip (127.0.0.1), port (1664), max_count (3 missed periods
-before the kill), stop_signal (SIGTERM), graceful_timeout (10 s before SIGKILL). The kill goes through
-circusd's `kill` command, so the watcher respawns the worker as for any other exit.
+Options (Circus's): loop_rate (60 s between checks), watchers_regex (`.*`: every watcher; matched with
+re.match, so anchored at the start of the name), msg_regex (`^(?P<pid>.*);(?P<timestamp>.*)$`), ip
+(127.0.0.1), port (1664), max_count (3 missed periods before the kill), watchers_stop_signal and
+watchers_graceful_timeout (unset: the watcher's own stop_signal and graceful_timeout apply; `stop_signal`
+and `graceful_timeout` are accepted as older names). The kill goes through circusd's `kill` command, so
+the watcher respawns the worker as for any other exit. Unlike Circus, plugin watchers (`plugin:*`) are
+never watched: they send no heartbeats, and Circus's `.*` would have the watchdog kill itself.
 """
 
 from __future__ import annotations
@@ -41,13 +44,16 @@ class WatchDog(CircusPlugin):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.loop_rate = option(self.config, "loop_rate", 60.0, float)
-        self.watchers_regex = re.compile(option(self.config, "watchers_regex", "$^"))
+        self.watchers_regex = re.compile(option(self.config, "watchers_regex", ".*"))
         self.msg_regex = re.compile(option(self.config, "msg_regex", r"^(?P<pid>.*);(?P<timestamp>.*)$"))
         self.max_count = option(self.config, "max_count", 3, int)
         self.ip = option(self.config, "ip", "127.0.0.1")
         self.port = option(self.config, "port", 1664, int)
-        self.stop_signal = parse_signal(self.config.get("stop_signal", "SIGTERM"))
-        self.graceful_timeout = option(self.config, "graceful_timeout", 10.0, float)
+        # None: the kill carries no signum / graceful_timeout, so the watcher's own settings apply (Circus).
+        signum = self.config.get("watchers_stop_signal", self.config.get("stop_signal")) or None
+        self.stop_signal = None if signum is None else parse_signal(signum)
+        timeout = self.config.get("watchers_graceful_timeout", self.config.get("graceful_timeout")) or None
+        self.graceful_timeout = None if timeout is None else float(timeout)
         self.pids: dict[int, Monitored] = {}
         self.udp: socket.socket | None = None
 
@@ -64,17 +70,20 @@ class WatchDog(CircusPlugin):
         if self.udp is not None:
             self.udp.close()
 
+    def monitors(self, watcher: str) -> bool:
+        return not watcher.startswith("plugin:") and self.watchers_regex.match(watcher) is not None
+
     def discover(self) -> None:
         """Monitor the workers already running in matching watchers (spawn events cover the later ones)."""
         for watcher in self.call("list").get("watchers") or []:
-            if not self.watchers_regex.search(watcher):
+            if not self.monitors(watcher):
                 continue
             for pid in self.call("list", name=watcher).get("pids") or []:
                 self.pids.setdefault(int(pid), Monitored(watcher, time.monotonic()))
 
     def handle_recv(self, data: tuple[Frame, Frame]) -> None:
         watcher, action, msg = self.split_data(data)
-        if not self.watchers_regex.search(watcher):
+        if not self.monitors(watcher):
             return
         pid = self.load_message(msg).get("process_pid")
         if pid is None:
@@ -119,10 +128,9 @@ class WatchDog(CircusPlugin):
                 entry.missed,
             )
             self.pids.pop(pid, None)
-            self.cast(
-                "kill",
-                name=entry.watcher,
-                pid=pid,
-                signum=self.stop_signal,
-                graceful_timeout=self.graceful_timeout,
-            )
+            props: dict[str, Any] = {"name": entry.watcher, "pid": pid}
+            if self.stop_signal is not None:
+                props["signum"] = self.stop_signal
+            if self.graceful_timeout is not None:
+                props["graceful_timeout"] = self.graceful_timeout
+            self.cast("kill", **props)

@@ -17,6 +17,7 @@ from circus_linux.plugins.loop import PluginLoop
 from circus_linux.plugins.resource_watcher import MemLimit, ResourceWatcher, Sample, parse_mem
 from circus_linux.plugins.run import build, options_from_env, resolve
 from circus_linux.plugins.statsd import FullStats, StatsdEmitter
+from circus_linux.plugins.watchdog import Monitored, WatchDog
 from circus_linux.runtime.plugins import plugin_watcher, plugin_watchers
 
 
@@ -197,3 +198,35 @@ def test_plugin_loop_timers_and_stop() -> None:
     assert time.monotonic() - began < 10.0, "the ticks stopped after the failing callback"
     assert "once" in seen and "never" not in seen and seen.count("tick") >= 3
     ticks.cancel()
+
+
+def _watchdog_kill(**options: str) -> list[tuple[str, dict[str, Any]]]:
+    plugin = WatchDog(loop_rate="1", max_count="1", **options)
+    casts: list[tuple[str, dict[str, Any]]] = []
+    plugin.cast = lambda command, **props: casts.append((command, props))  # type: ignore[method-assign]
+    try:
+        plugin.pids[4242] = Monitored("web", time.monotonic() - 100)
+        plugin.look_after()
+    finally:
+        plugin.context.term()
+    return casts
+
+
+def test_watchdog_uses_circus_option_names_and_the_watchers_own_stop_settings() -> None:
+    """WatchDog read stop_signal/graceful_timeout (SIGTERM/10 s by default) instead of Circus's
+    watchers_stop_signal/watchers_graceful_timeout, which are unset by default so that the watcher's own
+    stop_signal and graceful_timeout apply; and it watched nothing by default, with re.search."""
+    assert _watchdog_kill() == [("kill", {"name": "web", "pid": 4242})]
+    assert _watchdog_kill(watchers_stop_signal="SIGKILL", watchers_graceful_timeout="2") == [
+        ("kill", {"name": "web", "pid": 4242, "signum": 9, "graceful_timeout": 2.0})
+    ]
+    assert _watchdog_kill(stop_signal="QUIT")[0][1]["signum"] == 3  # the older name still works
+    plugin = WatchDog()
+    anchored = WatchDog(watchers_regex="web")
+    try:
+        assert plugin.monitors("web") and plugin.monitors("anything")  # Circus's default: `.*`
+        assert not plugin.monitors("plugin:watchdog")  # no heartbeats: never its own victim
+        assert anchored.monitors("web") and anchored.monitors("web2") and not anchored.monitors("myweb")
+    finally:
+        plugin.context.term()
+        anchored.context.term()

@@ -1,11 +1,11 @@
 """The [env] / [env:NAMES] rules: which sections apply to a watcher, in what order; pure, no os.environ.
 
-Precedence (later wins): every `[env]` key, then `[env:...]` sections that match the watcher only through a
-glob pattern (`[env:web*]`), then sections that name the watcher exactly (`[env:web]`, `[env:web,api]`);
-within one rank, file order (order of first appearance, includes after the including file). Names match
-case-insensitively, as Circus lowercased them. Values expand `$VAR`/`${VAR}` first from keys already set for
-that watcher (earlier keys, earlier sections), then from the environ given to the loader; unknown names
-stay verbatim. `$(circus.env.X)` inside a value is expanded the same way.
+Precedence (later wins), as in Circus's get_config: every `[env]` key first, then every `[env:...]` section
+that matches the watcher, by name (`[env:web]`, `[env:web,api]`) or glob (`[env:web*]`) alike, in file order
+(order of first appearance, includes after the including file): a later matching section overrides an
+earlier one. Names match case-insensitively, as Circus lowercased them. Values expand `$VAR`/`${VAR}`
+first from keys already set for that watcher (earlier keys, earlier sections), then from the environ given
+to the loader; unknown names stay verbatim. `$(circus.env.X)` inside a value is expanded the same way.
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ from dataclasses import dataclass
 
 from circus_linux.config.ini import Entry, Section
 from circus_linux.config.substitute import expand_vars, render
-
-GLOBAL, PATTERN, EXACT = 0, 1, 2
 
 
 @dataclass(frozen=True)
@@ -30,19 +28,10 @@ class EnvSection:
     file: str = ""
     line: int | None = None
 
-    def rank(self, watcher: str) -> int | None:
-        """How strongly this section applies to `watcher`, or None if it does not."""
-        if not self.targets:
-            return GLOBAL
+    def applies(self, watcher: str) -> bool:
+        """Whether this section applies to `watcher`: [env] always, [env:...] when a target matches."""
         low = watcher.lower()
-        best: int | None = None
-        for target in self.targets:
-            t = target.lower()
-            if t == low:
-                return EXACT
-            if fnmatch.fnmatchcase(low, t):
-                best = PATTERN
-        return best
+        return not self.targets or any(fnmatch.fnmatchcase(low, t.lower()) for t in self.targets)
 
 
 def env_sections(sections: Sequence[Section]) -> list[EnvSection]:
@@ -74,6 +63,5 @@ def global_env(sections: Sequence[EnvSection], environ: Mapping[str, str]) -> di
 
 def watcher_env(name: str, sections: Sequence[EnvSection], environ: Mapping[str, str]) -> dict[str, str]:
     """The merged env of watcher `name` under the precedence rule in this module's docstring."""
-    ranked = [(rank, i, s) for i, s in enumerate(sections) if (rank := s.rank(name)) is not None]
-    ranked.sort(key=lambda t: (t[0], t[1]))
-    return _apply([s for _, _, s in ranked], environ)
+    plain = [s for s in sections if not s.targets]
+    return _apply([*plain, *(s for s in sections if s.targets and s.applies(name))], environ)

@@ -208,7 +208,7 @@ def _build(
     plugins = tuple(p for n, s in by_kind["plugin:"]
                     if (p := build_plugin(_substituted(s, genv, environ), n, col)) is not None)
     for env_sec in envs:
-        if env_sec.targets and not any(env_sec.rank(w) is not None for w in seen.values()):
+        if env_sec.targets and not any(env_sec.applies(w) for w in seen.values()):
             col.warnings.append(
                 ConfigIssue(env_sec.file, env_sec.name, None, "matches no watcher", env_sec.line))
     return circus, tuple(watchers), sockets, plugins, genv

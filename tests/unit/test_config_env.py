@@ -1,4 +1,4 @@
-"""[env] rules: scope, precedence ([env] < [env:pat*] < [env:exact], file order within a rank), expansion."""
+"""[env] rules: scope, precedence ([env] first, then matching [env:...] sections in file order), expansion."""
 
 import textwrap
 
@@ -41,12 +41,15 @@ def test_env_sections_for_lists_and_globs():
     assert cfg.env == {}
 
 
-def test_precedence_global_then_pattern_then_exact_regardless_of_file_order():
+def test_env_exact_name_beats_later_glob_no_more():
+    # Circus: [env] is the base, then each matching [env:...] updates it in file order (later wins),
+    # an exact name no stronger than a glob
     cfg = ld("""
         [watcher:web]
         cmd = x
         [env:web]
         LEVEL = exact
+        EXACT = e
         [env:w*]
         LEVEL = pattern
         PAT = p
@@ -54,7 +57,9 @@ def test_precedence_global_then_pattern_then_exact_regardless_of_file_order():
         LEVEL = global
         G = g
     """)
-    assert cfg.watcher("web").env == {"LEVEL": "exact", "PAT": "p", "G": "g"}
+    assert cfg.watcher("web").env == {"LEVEL": "pattern", "EXACT": "e", "PAT": "p", "G": "g"}
+    cfg = ld("[watcher:web]\ncmd = x\n[env:w*]\nX = glob-first\n[env:web]\nX = exact-later\n")
+    assert cfg.watcher("web").env == {"X": "exact-later"}
 
 
 def test_later_section_of_same_rank_wins():

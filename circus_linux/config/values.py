@@ -193,9 +193,10 @@ def rlimit_resource(name: str) -> int:
 
 
 def parse_rlimit(text: str) -> int:
-    """An rlimit value: an integer >= 0 or 'unlimited'/'infinity' (resource.RLIM_INFINITY)."""
+    """An rlimit value: an integer >= 0 or 'unlimited'/'infinity' (resource.RLIM_INFINITY); an empty value
+    is unlimited too, as in Circus (config.rlimit_value)."""
     raw = text.strip().lower()
-    if raw in ("unlimited", "infinity", "inf", "-1"):
+    if raw in ("", "unlimited", "infinity", "inf", "-1"):
         return resource.RLIM_INFINITY
     try:
         return parse_int(raw, 0, INT64_MAX)

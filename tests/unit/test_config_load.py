@@ -496,3 +496,8 @@ def test_empty_quoted_value_is_empty_string():
     cfg = ld('[env]\nX = ""\n[watcher:a]\ncmd = sleep 5\nargs = ""\n')
     assert cfg.watchers[0].args is None  # no extra empty argv element
     assert cfg.watchers[0].env["X"] == ""
+
+
+def test_rlimit_empty_means_unlimited():
+    w = ld("[watcher:a]\ncmd = sleep 1\nrlimit_core =\n").watchers[0]
+    assert w.rlimits == {"core": resource.RLIM_INFINITY}

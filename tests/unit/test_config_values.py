@@ -94,6 +94,12 @@ def test_pids_max():
         v.parse_int_or_max("-3")
 
 
+def test_rlimit_empty_means_unlimited():
+    # Circus's config.rlimit_value: `rlimit_core =` is RLIM_INFINITY
+    assert v.parse_rlimit("") == resource.RLIM_INFINITY
+    assert v.parse_rlimit("  ") == resource.RLIM_INFINITY
+
+
 def test_rlimits():
     assert v.rlimit_resource("nofile") == resource.RLIMIT_NOFILE
     assert v.parse_rlimit("unlimited") == resource.RLIM_INFINITY

@@ -3,11 +3,12 @@
 Side effects allowed here and nowhere else in config: reading the config files (and globbing includes).
 The process environment is only a default argument, used for `$VAR` expansion and `$(circus.env.X)`.
 
-Include rules: `[circus] include = globs...` and `include_dir = dirs...` (every `*.ini` inside) are
-relative to the directory of the file that names them, and are followed recursively; an included file
-comes right after its includer, so it overrides the includer's keys (as Circus's `cfg.read(includes)`
-did); same-named sections merge. A literal include path that does not exist is an error, a glob matching
-nothing only a warning. A file including itself directly or through others by a literal path is an error
+Include rules: `[circus] include = globs...` and `include_dir = dirs...` (every `*.ini` inside; a dir may
+be a glob, `conf*.d`, as Circus globs `include_dir/*.ini`) are relative to the directory of the file that
+names them, and are followed recursively; an included file comes right after its includer, so it
+overrides the includer's keys (as Circus's `cfg.read(includes)` did); same-named sections merge. A
+literal include path or include_dir that does not exist is an error, a glob matching nothing only a
+warning. A file including itself directly or through others by a literal path is an error
 (include cycle); when a glob is what matched the file already being read, it is skipped with a warning.
 """
 
@@ -122,14 +123,20 @@ def _read_tree(
     if inc_dir is not None:
         for d in split_list(inc_dir.value):
             full = os.path.join(base, os.path.expanduser(d))
-            if not os.path.isdir(full):
+            if glob.has_magic(d):
+                # Circus globs `include_dir/*.ini`: `include_dir = conf*.d` takes every match's files
+                pattern = os.path.join(glob.escape(base), os.path.expanduser(d), "*.ini")
+            elif os.path.isdir(full):
+                pattern = os.path.join(glob.escape(full), "*.ini")
+            else:
                 col.errors.append(ConfigIssue(inc_dir.file, "circus", "include_dir",
                                               f"expected an existing directory, got {d!r}", inc_dir.line))
                 continue
-            matches = sorted(glob.glob(os.path.join(glob.escape(full), "*.ini")))
+            matches = sorted(glob.glob(pattern))
             if not matches:
                 col.warnings.append(ConfigIssue(inc_dir.file, "circus", "include_dir",
-                                                f"{d!r} holds no *.ini file", inc_dir.line))
+                                                f"{d!r} {'matches' if glob.has_magic(d) else 'holds'} "
+                                                "no *.ini file", inc_dir.line))
             targets += [(m, inc_dir, True) for m in matches]
     for target, entry, globbed in targets:
         real = os.path.realpath(target)

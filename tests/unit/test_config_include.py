@@ -35,6 +35,20 @@ def test_include_dir_and_nested_includes(tmp_path):
     assert [w.name for w in cfg.watchers] == ["one", "two"]
 
 
+def test_include_dir_glob_refused(tmp_path):
+    # Circus globs os.path.join(include_dir, '*.ini'): include_dir may name several directories by a glob
+    main = write(tmp_path / "main.ini", "[circus]\ninclude_dir = conf*.d\n")
+    write(tmp_path / "conf1.d" / "w.ini", "[watcher:w1]\ncmd = x\n")
+    write(tmp_path / "conf2.d" / "w.ini", "[watcher:w2]\ncmd = y\n")
+    write(tmp_path / "conf3.d" / "notes.txt", "")
+    cfg = load(main, environ={})
+    assert [w.name for w in cfg.watchers] == ["w1", "w2"]
+    assert cfg.warnings == ()
+    write(main, "[circus]\ninclude_dir = nothing*.d\n")
+    cfg = load(main, environ={})
+    assert len(cfg.warnings) == 1 and "matches no *.ini file" in cfg.warnings[0]
+
+
 def test_missing_literal_include_is_an_error_glob_matching_nothing_a_warning(tmp_path):
     main = write(tmp_path / "main.ini", "[watcher:a]\ncmd = x\n[circus]\ninclude = nothing/*.ini\n")
     cfg = load(main, environ={})

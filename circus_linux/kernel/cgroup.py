@@ -29,7 +29,9 @@ Public API
     ours would pull it out of whatever memory cgroup the host put circusd in (on the project's CI every
     process must stay in memory:/process_api). Memory limits/stats are therefore v2-only.
     ``CgroupUnavailable`` (path + errno) when no root can be created.
-``CgroupTree.watcher(name) -> WatcherCgroup`` (create, idempotent), ``CgroupTree.destroy(timeout)``.
+``CgroupTree.watcher(name) -> WatcherCgroup`` (create, idempotent), ``release(cg)`` (forget one removed),
+    ``orphan(cg)`` (its processes run on: a new watcher of that name gets ``<name>~N``),
+    ``destroy(timeout)`` (only the cgroups this tree handed out: a shared root's siblings are left alone).
 ``WatcherCgroup``: ``dir_fd()`` (O_PATH fd for CLONE_INTO_CGROUP), ``v1_procs_fds()`` (O_WRONLY fds on
     each v1 cgroup.procs, the spawned child writes "0"), ``pids()``, ``populated()``, ``events()``,
     ``events_path``/``open_events()``, ``kill()``, ``signal_all(sig)``, ``freeze()``/``thaw()``,
@@ -50,11 +52,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
+import errno
 import os
 import select
 import signal
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from circus_linux.kernel.cgroup_events import EventsMonitor
@@ -488,6 +491,12 @@ class CgroupTree:
         self.supervisor = supervisor  # leaf circusd moved into (DELEGATED), else None
         self.created = list(created)  # dirs this tree created, outermost first
         self.v1_errors = dict(v1_errors)  # controller -> why its v1 root is missing
+        # The watcher cgroups this tree handed out (dirname -> cgroup), and those released with their
+        # processes left running (`rm --nostop`): destroy() touches only these. Another circusd may share
+        # the root (the same cgroup_root, or two DEFAULT-mode circusd started from one cgroup): its
+        # watchers are siblings of ours, and are not ours to kill.
+        self._owned: dict[str, WatcherCgroup] = {}
+        self._orphans: dict[str, WatcherCgroup] = {}
 
     def __repr__(self) -> str:
         return f"CgroupTree({self.mode.value}, v2={self.root!r}, v1={self.v1_roots!r})"
@@ -561,8 +570,14 @@ class CgroupTree:
         return cls(host, mode, root, root_hier, v1_roots, v1_hiers, supervisor, created, v1_errors)
 
     def watcher(self, name: str) -> WatcherCgroup:
-        """Create (or reuse) the watcher's cgroups. Raises CgroupError when the v2 dir cannot be made."""
+        """Create (or reuse) the watcher's cgroups. Raises CgroupError when the v2 dir cannot be made.
+
+        A name whose previous cgroup was orphaned with live processes (``orphan``) gets a fresh directory,
+        ``<name>~N``: the new watcher must not count, signal or kill the old one's workers.
+        """
         dirname = sanitize_name(name)
+        if dirname in self._orphans and not self._reclaim(dirname):
+            dirname = self._fresh_dirname(dirname)
         path = hier = None
         created: list[str] = []
         if self.root is not None and self.root_hier is not None:
@@ -576,7 +591,54 @@ class CgroupTree:
             _mkdirs(p, created)
             v1p[ctrl] = p
             v1h[ctrl] = _join_hier(self.v1_root_hiers[ctrl], dirname)
-        return WatcherCgroup(name, dirname, path, hier, v1p, v1h)
+        cg = WatcherCgroup(name, dirname, path, hier, v1p, v1h)
+        self._owned[dirname] = cg
+        return cg
+
+    def release(self, cg: WatcherCgroup) -> None:
+        """Forget a watcher cgroup the caller removed (or is about to): destroy() leaves it alone."""
+        if self._owned.get(cg.dirname) is cg:
+            del self._owned[cg.dirname]
+        if self._orphans.get(cg.dirname) is cg:
+            del self._orphans[cg.dirname]
+
+    def orphan(self, cg: WatcherCgroup) -> None:
+        """The watcher is gone but its processes run on (``rm --nostop``): keep the cgroup aside.
+
+        cgroup2 has no rename, so the cgroup keeps its directory and a new watcher of the same name gets
+        another one; destroy() still kills what is left in it when circusd exits (no child outlives us).
+        """
+        self.release(cg)
+        self._orphans[cg.dirname] = cg
+
+    def owned(self) -> list[WatcherCgroup]:
+        """The watcher cgroups destroy() would remove: handed out and not released, plus the orphans."""
+        return [*self._owned.values(), *self._orphans.values()]
+
+    def _reclaim(self, dirname: str) -> bool:
+        """Remove an orphaned cgroup whose processes have all exited; True when its name is free again."""
+        cg = self._orphans[dirname]
+        try:
+            if cg.populated():
+                return False
+            cg.remove()
+        except (OSError, CgroupError):
+            return False
+        del self._orphans[dirname]
+        return True
+
+    def _fresh_dirname(self, dirname: str) -> str:
+        """``dirname~N`` for the smallest N >= 2 free in every root (sanitize_name never yields a '~'
+        followed by a short number: '~' is escaped, and its hash suffix is 16 hex digits)."""
+        bases = [b for b in (self.root, *self.v1_roots.values()) if b is not None]
+        n = 2
+        while True:
+            suffix = f"~{n}"
+            cand = dirname[: 255 - len(suffix)] + suffix
+            taken = cand in self._owned or cand in self._orphans
+            if not taken and not any(os.path.lexists(os.path.join(b, cand)) for b in bases):
+                return cand
+            n += 1
 
     def watcher_dirs(self) -> list[str]:
         """Directory names of existing watcher cgroups under the v2 (or first v1) root."""
@@ -587,33 +649,30 @@ class CgroupTree:
             e.name for e in os.scandir(base) if e.is_dir(follow_symlinks=False) and e.name != SUPERVISOR_LEAF
         )
 
-    def _existing_watchers(self) -> Iterator[WatcherCgroup]:
-        names = set(self.watcher_dirs())
-        for ctrl_root in self.v1_roots.values():
-            if os.path.isdir(ctrl_root):
-                names.update(e.name for e in os.scandir(ctrl_root) if e.is_dir(follow_symlinks=False))
-        for dn in sorted(names):
-            path = os.path.join(self.root, dn) if self.root else None
-            hier = _join_hier(self.root_hier, dn) if self.root_hier else None
-            v1p = {c: os.path.join(d, dn) for c, d in self.v1_roots.items()}
-            v1p = {c: p for c, p in v1p.items() if os.path.isdir(p)}
-            v1h = {c: _join_hier(self.v1_root_hiers[c], dn) for c in v1p}
-            yield WatcherCgroup(dn, dn, path if path and os.path.isdir(path) else None, hier, v1p, v1h)
-
     def destroy(self, timeout: float = 5.0) -> None:
-        """Kill every watcher's processes, rmdir their cgroups, then the dirs this tree created.
+        """Kill the processes of the watcher cgroups this tree handed out (``owned``), rmdir them, then
+        the dirs this tree created.
 
-        The supervisor leaf and our own cgroup are never killed. Raises CgroupError if something
-        survives the timeout.
+        Only ours: a sibling cgroup under a shared root belongs to another circusd, and a created dir
+        that another circusd's watchers still use (EBUSY) stays. The supervisor leaf and our own cgroup
+        are never killed. Raises CgroupError if something of ours survives the timeout.
         """
         deadline = time.monotonic() + timeout
-        for w in self._existing_watchers():
-            w.kill()
-            if w.path is None and w.v1_dirs():
-                w._kill_by_signal()  # v1 dirs only: cgroup.kill did not apply
-            if not w.wait_empty(max(0.0, deadline - time.monotonic())):
-                raise CgroupError("processes survived SIGKILL in cgroup", w.path or w.v1_dirs()[0])
-            w.remove()
+        failed: CgroupError | None = None
+        for w in self.owned():
+            try:
+                w.kill()
+                if w.path is None and w.v1_dirs():
+                    w._kill_by_signal()  # v1 dirs only: cgroup.kill did not apply
+                if not w.wait_empty(max(0.0, deadline - time.monotonic())):
+                    raise CgroupError("processes survived SIGKILL in cgroup", w.path or w.v1_dirs()[0])
+                w.remove()
+            except FileNotFoundError:  # removed meanwhile: nothing left to do
+                pass
+            except CgroupError as e:
+                failed = failed or e
+                continue
+            self.release(w)
         for d in reversed(self.created):
             if self.supervisor is not None and d == self.supervisor:
                 continue  # circusd lives there
@@ -622,7 +681,11 @@ class CgroupTree:
             except FileNotFoundError:
                 pass
             except OSError as e:
-                raise CgroupError("cannot remove cgroup", d, e.errno) from e
+                if e.errno in (errno.EBUSY, errno.ENOTEMPTY):
+                    continue  # a shared root: another circusd's watcher cgroups are still in it
+                failed = failed or CgroupError("cannot remove cgroup", d, e.errno)
+        if failed is not None:
+            raise failed
 
 
 # -- tree helpers ---------------------------------------------------------------------------------------

@@ -229,9 +229,31 @@ def spawn_with_mode(
     res = ffi.new("struct cl_spawn_result *")
     if lib.cl_spawn(req, res) < 0:
         stage = ffi.string(lib.cl_stage_name(res.stage)).decode()
-        where = spec.cwd if stage == "chdir" and spec.cwd is not None else spec.path
-        raise SpawnError(res.err, stage, where, SPAWN_MODES[res.used_mode])
+        raise SpawnError(res.err, stage, _failed_path(stage, spec), SPAWN_MODES[res.used_mode])
     return Child(pid=res.pid, pidfd=res.pidfd), SPAWN_MODES[res.used_mode]
+
+
+def _failed_path(stage: str, spec: SpawnSpec) -> str:
+    """What a failed stage was working on: the executable only for the stages that touch it.
+
+    clone3 with CLONE_INTO_CGROUP fails with ENOENT when the target cgroup was removed (and EAGAIN when
+    its pids.max is reached): naming the executable there sent people looking for a missing binary.
+    """
+    if stage == "chdir" and spec.cwd is not None:
+        return spec.cwd
+    if stage in ("clone", "cgroup") and spec.cgroup_fd is not None:
+        return _fd_target(spec.cgroup_fd)
+    if stage == "cgroup_v1" and spec.cgroup_procs_fds:
+        return ", ".join(_fd_target(fd) for fd in spec.cgroup_procs_fds)
+    return spec.path
+
+
+def _fd_target(fd: int) -> str:
+    """The path an fd was opened on (/proc/self/fd/N), or "fd N" when it cannot be read."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return f"fd {fd}"
 
 
 def pidfd_send_signal(pidfd: int, sig: int) -> None:

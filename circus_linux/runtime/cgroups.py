@@ -199,7 +199,9 @@ class CgroupManager:
                 handle.cg.wait_empty(5.0)
             handle.cg.remove()
         except kcg.CgroupError as exc:
-            log.warning("watcher %s: cgroup not removed: %s", name, exc)
+            log.warning("watcher %s: cgroup not removed: %s", name, exc)  # the exit's destroy tries again
+            return
+        self.tree.release(handle.cg)
 
     def describe(self) -> dict[str, Any]:
         """Which backend serves what: the tree, each limit, and each stat group per watcher (for dstats)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import itertools
 import json
@@ -429,7 +430,19 @@ def test_tree_modes_in_a_helper_process(tree: cg.CgroupTree, leaf: str, mode: st
     finally:
         proc.kill()
         proc.wait()
-    assert proc.returncode == 0
+    try:
+        _check_helper_tree(tree, start, leaf, mode, proc.returncode, out)
+    finally:
+        # The helper's cgroups are its own tree's, not ours: the fixture's destroy() leaves them alone.
+        for top, dirs, _files in os.walk(start, topdown=False):
+            for d in dirs:
+                os.rmdir(os.path.join(top, d))
+        os.rmdir(start)
+
+
+def _check_helper_tree(tree: cg.CgroupTree, start: str, leaf: str, mode: str, rc: int, out: str) -> None:
+    assert tree.root_hier is not None
+    assert rc == 0
     res = json.loads(out)
     assert res["mode"] == mode
     hier = tree.root_hier.rstrip("/") + "/" + leaf
@@ -444,3 +457,40 @@ def test_tree_modes_in_a_helper_process(tree: cg.CgroupTree, leaf: str, mode: st
         assert res["root"] == os.path.join(start, "circus")
         assert f"0::{hier}\n" in res["own"]
         assert res["watcher"] == os.path.join(start, "circus", "web")
+
+
+def test_clone_into_a_removed_cgroup_names_the_cgroup_not_the_executable(tree: cg.CgroupTree) -> None:
+    from circus_linux.kernel import native
+
+    w = tree.watcher("gone")
+    assert w.path is not None
+    fd = w.dir_fd()
+    try:
+        w.remove()
+        tree.release(w)
+        spec = native.SpawnSpec(path="/bin/true", argv=["true"], env={}, fds={}, cgroup_fd=fd)
+        with pytest.raises(native.SpawnError) as ei:
+            native.spawn(spec)
+        assert ei.value.stage in ("clone", "cgroup") and ei.value.errno == errno.ENOENT
+        assert w.path in str(ei.value.filename) and "/bin/true" not in str(ei.value)
+    finally:
+        os.close(fd)
+
+
+def test_destroy_leaves_a_sibling_cgroup_it_did_not_hand_out(host: cg.CgroupHost, children: Children) -> None:
+    root = f"/circus-test-{os.getpid()}-{next(_counter)}"
+    mine, theirs = cg.CgroupTree.build(host, root), cg.CgroupTree.build(host, root)
+    other = theirs.watcher("other")
+    pid = children.spawn_gated(other, ["/bin/sh", "-c", "read _; exec sleep 1000"])
+    try:
+        mine.watcher("own")
+        mine.destroy(timeout=10)
+        assert other.pids() == [pid], "destroy killed a cgroup another tree handed out"
+        assert other.path is not None and os.path.isdir(other.path)
+        assert not os.path.exists(os.path.join(os.path.dirname(other.path), "own"))
+    finally:
+        theirs.destroy(timeout=10)
+        for d in reversed(mine.created):  # the root the first tree made, busy when it left
+            with contextlib.suppress(FileNotFoundError):
+                os.rmdir(d)
+    children.wait(pid)

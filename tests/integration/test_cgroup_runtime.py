@@ -230,3 +230,30 @@ def test_set_changes_limits_live_and_rejects_bad_values(
     bad = d.call("set", name="web", options={"memory_max": "12Q"})
     assert bad["status"] == "error" and "memory_max" in bad["reason"]
     assert pids_max.read_text().strip() == "10"  # a refused set changed nothing
+
+
+def _alive(pidfd: int) -> bool:
+    """The process behind pidfd has not exited (a pidfd polls readable once it has)."""
+    return not select.select([pidfd], [], [], 0)[0]
+
+
+def test_exit_of_one_circusd_spares_the_workers_of_another_sharing_its_cgroup_root(
+    circusd: Any, cgroup_root: str, host: kcg.CgroupHost
+) -> None:
+    a = circusd(watcher_ini("alpha", "sleep 600"))
+    b = circusd(watcher_ini("beta", "sleep 600"))
+    alpha = wait_for(lambda: a.pids("alpha"), what="alpha's worker")[0]
+    beta = wait_for(lambda: b.pids("beta"), what="beta's worker")[0]
+    fds = [os.pidfd_open(alpha), os.pidfd_open(beta)]
+    try:
+        assert a.stop() == 0
+        assert not _alive(fds[0]), "circusd A's own worker outlived it"
+        assert _alive(fds[1]), "circusd A's exit killed circusd B's worker"
+        assert v2_dir(host, cgroup_root, "beta").is_dir()
+        # B can still spawn into its cgroup: the worker killed by hand comes back.
+        os.kill(beta, 9)
+        wait_for(lambda: (p := b.pids("beta")) and p != [beta], what="beta respawned")
+        assert "spawn of wid" not in b.log_text()
+    finally:
+        for fd in fds:
+            os.close(fd)

@@ -3,9 +3,10 @@
 A watcher qualifies when its start needs nothing the event loop, the control channel or the arbiter
 provides: no hooks (they run before and after spawns), no sockets (bound by the arbiter), no readiness
 protocol (the notify server), no captured output (the stream hub's pipes and sinks), no warmup delay
-between spawns. Watchers start one after the other in priority order, each once the previous one is up,
-so only the leading run of qualifying watchers in that order is prestarted: the first autostart watcher
-that does not qualify ends it (a watcher that does not autostart is skipped, as the start skips it).
+between spawns. Watchers start one after the other in priority order (ties by name, core/order.py), each
+once the previous one is up, so only the leading run of qualifying watchers in that order is prestarted:
+the first autostart watcher that does not qualify ends it (a watcher that does not autostart is skipped,
+as the start skips it).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from circus_linux.config.model import PLUGIN_WATCHER_PREFIX
+from circus_linux.core.order import start_key
 
 # `CIRCUS_LINUX_PRESTART=0` in circusd's environment turns prestarting off.
 ENV_SWITCH = "CIRCUS_LINUX_PRESTART"
@@ -59,8 +61,8 @@ def plan(cfg: Any, environ: Mapping[str, str]) -> tuple[list[Any], str]:
         return [], "in-place upgrade: the workers are adopted"
     if control_first(cfg):
         return [], "the control channel comes first (plugins, httpd, CURVE or disabled_commands)"
-    # The arbiter's start order: the bigger priority first, ties in config order (a stable sort).
-    ordered = sorted(cfg.watchers, key=lambda w: -w.priority)
+    # The arbiter's start order: the bigger priority first, ties by name.
+    ordered = sorted(cfg.watchers, key=start_key)
     out: list[Any] = []
     for w in ordered:
         if not w.autostart:

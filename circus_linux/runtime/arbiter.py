@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from circus_linux import config as configmod
+from circus_linux.core.order import start_key
 from circus_linux.errors import CircusError, CommandError, ConfigError, ReloadAbandoned, UnknownWatcher
 from circus_linux.kernel import native
 from circus_linux.kernel.notify import Notifier, NotifyServer, watchdog_usec
@@ -41,8 +42,9 @@ Emit = Callable[[str, dict[str, Any]], None]
 
 
 def _ordered(watchers: list[Watcher], reverse: bool = False) -> list[Watcher]:
-    """Circus order: the bigger `priority` first when starting; stopping walks the list backwards."""
-    out = sorted(watchers, key=lambda w: -w.config.priority)
+    """Circus order (core/order.py): the bigger `priority` first, ties by name, when starting; stopping walks
+    the list backwards."""
+    out = sorted(watchers, key=lambda w: start_key(w.config))
     return out[::-1] if reverse else out
 
 
@@ -500,7 +502,13 @@ class Arbiter:
             plan = configmod.diff(dataclasses.replace(self.config, watchers=running), new)
             self.emit("arbiter.reloading", {"path": self.config.path})
             by_name = {w.name: w for w in new.watchers}
-            self._bind_new_sockets(new)  # first: a socket that cannot be bound refuses the whole reload
+            # First: a limit the kernel refuses, or a socket that cannot be bound, refuses the whole reload.
+            undo = self._stage_cgroups(plan, by_name)
+            try:
+                self._bind_new_sockets(new)
+            except BaseException:
+                undo()
+                raise
             for name in plan.removed:
                 await self.rm_watcher(name)
             for name in plan.changed:
@@ -542,6 +550,13 @@ class Arbiter:
                 )
             self.emit("arbiter.config_reloaded", dict(report))
             return report
+
+    def _stage_cgroups(self, plan: Any, by_name: dict[str, Any]) -> Callable[[], None]:
+        """The new limits of changed watchers and the cgroups of added ones (runtime/cgroups.py)."""
+        if self.cgroups is None:
+            return lambda: None
+        changed = {n: (self.watchers[n].config, by_name[n]) for n in plan.changed}
+        return self.cgroups.stage_reload(changed, [by_name[n] for n in plan.added])
 
     def _bind_new_sockets(self, new: Any) -> None:
         """Bind the sections of `new` not bound yet; if one fails, unbind the others and raise."""

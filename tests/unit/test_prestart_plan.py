@@ -24,6 +24,25 @@ def test_plain_watchers_are_prestarted_in_start_order() -> None:
     assert ended == "every autostart watcher"
 
 
+def test_priority_ties_start_in_file_order() -> None:
+    # Circus sorts the watchers by name, then stable by priority: ties start in name order, in the
+    # prestart as in the arbiter (whose order the prestart's leading run must follow)
+    from types import SimpleNamespace
+
+    from circus_linux.runtime.arbiter import _ordered
+
+    text = (
+        "[watcher:zeta]\ncmd = /bin/sleep 1\n[watcher:alpha]\ncmd = /bin/sleep 1\n"
+        "[watcher:mid]\ncmd = /bin/sleep 1\npriority = 1\n[watcher:beta]\ncmd = /bin/sleep 1\n"
+    )
+    names, _ = _plan(text)
+    assert names == ["mid", "alpha", "beta", "zeta"]
+    ordered = _ordered([SimpleNamespace(config=w) for w in loads(text).watchers])
+    assert [w.config.name for w in ordered] == names
+    stopping = _ordered([SimpleNamespace(config=w) for w in loads(text).watchers], reverse=True)
+    assert [w.config.name for w in stopping] == names[::-1]
+
+
 @pytest.mark.parametrize(
     ("extra", "reason"),
     [

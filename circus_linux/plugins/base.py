@@ -95,7 +95,9 @@ class CircusPlugin:
         self.client: Client | None = None
         self.sub_socket: zmq.Socket[Any] | None = None
         self.running = False
-        self.active = True
+        # Circus: `active = false` in [plugin:NAME] means the plugin does not run (circusd does not start
+        # it; started by hand, it exits 0 at once). Kept in self.config too, as Circus does.
+        self.active: bool = option(self.config, "active", True, bool)
         self._wakeup: tuple[int, int] | None = None
         self._interruptible = False  # inside call(), the start-up waits or `with self.interruptible()`
         self._stopping = False  # handle_stop runs: a stop asked earlier no longer cuts a call short
@@ -215,6 +217,10 @@ class CircusPlugin:
         the plugin the usual way: handle_stop runs and start() returns (exit 0). A plugin whose start
         raises anything else dies of it, without handle_stop.
         """
+        if not self.active:
+            log.info("plugin %s: active = false: not running", self.plugin_name)
+            self.context.term()
+            return
         self._install_signals()
         begun = False
         try:

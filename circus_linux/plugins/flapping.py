@@ -5,7 +5,12 @@ Options (Circus's, also per watcher as `flapping.<option>` in its [watcher:NAME]
   attempts (2)   reaps that make a burst
   window (1)     seconds: `attempts` reaps within `window` = flapping
   retry_in (7)   seconds to wait before starting the watcher again
-  max_retry (5)  retries before leaving the watcher stopped (-1: forever)
+  max_retry (5)  consecutive flapping episodes retried before leaving the watcher stopped (-1: forever);
+                 a burst of `attempts` reaps that is not flapping sets the count back to 0, as in Circus
+  active (true)  false: leave this watcher alone (`flapping.active = false`); for the whole plugin,
+                 `active = false` in [plugin:NAME] (CircusPlugin: it does not run)
+The per-watcher options are asked again after the watcher's `updated`, `reload` or `start` event, so a
+reloadconfig that changes them (which brings reload or start, not updated) is seen.
 Circus subtracted check_delay from the burst duration because it reaped on a timer; circusd reaps at once,
 so the duration is the real one. Plugin watchers (`plugin:*`) are never stopped by this plugin.
 """
@@ -21,6 +26,7 @@ from circus_linux.plugins.loop import Timer
 log = logging.getLogger("circus_linux.plugins.flapping")
 
 DEFAULTS: dict[str, float] = {"attempts": 2, "window": 1.0, "retry_in": 7.0, "max_retry": 5}
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
 class Flapping(CircusPlugin):
@@ -28,11 +34,14 @@ class Flapping(CircusPlugin):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.defaults = {k: float(self.config.get(k, v)) for k, v in DEFAULTS.items()}
+        self.defaults: dict[str, float | bool] = {
+            k: float(self.config.get(k, v)) for k, v in DEFAULTS.items()
+        }
+        self.defaults["active"] = self.active
         self.timelines: dict[str, list[float]] = {}
         self.tries: dict[str, int] = {}
         self.timers: dict[str, Timer] = {}
-        self._conf: dict[str, dict[str, float]] = {}
+        self._conf: dict[str, dict[str, float | bool]] = {}
 
     def handle_stop(self) -> None:
         for timer in self.timers.values():
@@ -46,7 +55,9 @@ class Flapping(CircusPlugin):
             message = self.load_message(msg)
             self.timelines.setdefault(watcher, []).append(float(message.get("time", 0.0)))
             self.check(watcher)
-        elif action == "updated":
+        elif action in ("updated", "reload", "start"):
+            # reloadconfig of a changed section brings `reload` (or `start`, when it was stopped), not
+            # `updated`: its flapping.* options may have changed too.
             self._conf.pop(watcher, None)
         elif action == "remove":
             self._forget(watcher)
@@ -59,7 +70,7 @@ class Flapping(CircusPlugin):
         if timer is not None:
             timer.cancel()
 
-    def conf(self, watcher: str) -> dict[str, float]:
+    def conf(self, watcher: str) -> dict[str, float | bool]:
         """The plugin's options overlaid with the watcher's `flapping.*` options (asked once, cached)."""
         cached = self._conf.get(watcher)
         if cached is not None:
@@ -67,23 +78,37 @@ class Flapping(CircusPlugin):
         conf = dict(self.defaults)
         reply = self.call("options", name=watcher)
         for key, value in (reply.get("options") or {}).items():
-            if isinstance(key, str) and key.startswith("flapping.") and key[9:] in conf:
-                try:
-                    conf[key[9:]] = float(value)
-                except (TypeError, ValueError):
-                    log.warning("watcher %s: %s=%r is not a number, ignored", watcher, key, value)
+            if not (isinstance(key, str) and key.startswith("flapping.") and key[9:] in conf):
+                continue
+            if key == "flapping.active":
+                text = str(value).strip().lower()
+                if text in _TRUE + _FALSE:
+                    conf["active"] = text in _TRUE
+                else:
+                    log.warning("watcher %s: %s=%r is not a boolean, ignored", watcher, key, value)
+                continue
+            try:
+                conf[key[9:]] = float(value)
+            except (TypeError, ValueError):
+                log.warning("watcher %s: %s=%r is not a number, ignored", watcher, key, value)
         self._conf[watcher] = conf
         return conf
 
     def check(self, watcher: str) -> None:
         timeline = self.timelines[watcher]
         conf = self.conf(watcher)
+        if not conf["active"]:
+            timeline.clear()
+            return
         attempts = max(int(conf["attempts"]), 1)
         if len(timeline) < attempts:
             return
         del timeline[:-attempts]
         if timeline[-1] - timeline[0] > conf["window"]:
             timeline.pop(0)  # the window slides
+            # Not flapping: max_retry counts consecutive flapping episodes, as in Circus, so a watcher
+            # that flaps now and then is not left stopped for good at its max_retry-th episode.
+            self.tries[watcher] = 0
             return
         timeline.clear()
         tries = self.tries.get(watcher, 0)

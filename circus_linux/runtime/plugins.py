@@ -54,6 +54,9 @@ def plugin_watcher(
     cmd_line: str | None = getattr(plugin, "cmd", None)
     reserved = {"use", "cmd", "args", "notify"}
     options = {k: v for k, v in plugin.options.items() if k not in reserved}
+    # Circus's CircusPlugin option `active = false`: the plugin does not run. Its watcher is listed,
+    # stopped; a start by hand runs it once (a Python plugin then exits 0 at once).
+    active = str(plugin.options.get("active", "true")).strip().lower() not in ("0", "false", "no", "off")
     if cmd_line:
         cmd = cmd_line
         args = plugin.options.get("args")
@@ -75,6 +78,8 @@ def plugin_watcher(
         graceful_timeout=PLUGIN_GRACEFUL_TIMEOUT,
         notify=notify,
         ready_timeout=PLUGIN_READY_TIMEOUT,
+        autostart=active,
+        respawn=active,
         raw={"use": plugin.use, **({"cmd": cmd_line} if cmd_line else {}), **options},
     )
 
@@ -96,7 +101,7 @@ async def apply_plugin_changes(arbiter: Any, plan: Any, new: Any) -> None:
     for name in (*plan.plugins_changed, *plan.plugins_added):
         cfg = wanted.get(watcher_name(name))
         if cfg is not None and cfg.name not in arbiter.watchers:
-            await arbiter.add_watcher(cfg, start=True)
+            await arbiter.add_watcher(cfg, start=cfg.autostart)
 
 
 async def start_plugin_watchers(watchers: Iterable[Any], wait: float = PLUGIN_START_WAIT) -> list[Any]:

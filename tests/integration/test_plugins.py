@@ -180,6 +180,41 @@ def test_flapping_with_the_talks_config(circusd: Any) -> None:
     _flapping_scenario(circusd, retry_in="3", overrides="", expected_gap=3.0)
 
 
+def test_flapping_uses_the_reloaded_max_retry_after_reloadconfig(circusd: Any) -> None:
+    """Flapping cached a watcher's flapping.* options until `updated`, which reloadconfig never emits: a
+    max_retry lowered to 0 in the file still got the old max_retry's retries."""
+    d = circusd(
+        """
+[watcher:w]
+cmd = sleep 600
+flapping.attempts = 3
+flapping.window = 30
+flapping.retry_in = 60
+flapping.max_retry = 5
+
+[plugin:flap]
+use = circus.plugins.flapping.Flapping
+"""
+    )
+    wait_for(lambda: active(d, "plugin:flap") and active(d, "w"), what="the plugin and w up")
+
+    def kill_worker() -> None:
+        pid = wait_for(lambda: d.pids("w"), what="a worker of w")[0]
+        d.call("signal", name="w", signum=9)
+        wait_for(lambda: d.pids("w") and d.pids("w") != [pid], what="w's worker replaced")
+
+    kill_worker()  # one reap: the plugin asks for w's options (max_retry = 5) and keeps them
+    d.path.write_text(d.path.read_text().replace("flapping.max_retry = 5", "flapping.max_retry = 0"))
+    reply = d.call("reloadconfig", waiting=True, timeout=30)
+    assert reply["status"] == "ok" and reply["changed"] == ["w"], reply
+    # The reload's own reap of the old worker is the second reap; this is the third: a flap.
+    wait_for(lambda: d.pids("w"), what="w's new worker")
+    d.call("signal", name="w", signum=9)
+    wait_for(lambda: "reached max_retry=0" in d.log_text(), what="the give-up under the reloaded max_retry")
+    assert "retry in 60s" not in d.log_text()
+    wait_for(lambda: d.call("status", name="w")["status"] == "stopped", what="w left stopped")
+
+
 def _udp_listener() -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))

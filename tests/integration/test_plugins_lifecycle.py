@@ -193,3 +193,21 @@ port = {statsd_port}
             tap.close()
     finally:
         hung.close()
+
+
+def test_plugin_with_active_false_is_not_run(circusd: Any) -> None:
+    """Circus's CircusPlugin option `active = false` (the plugin does not run) was ignored: the plugin ran
+    and acted."""
+    d = circusd(
+        """
+[watcher:w]
+cmd = sleep 600
+
+[plugin:flap]
+use = circus.plugins.flapping.Flapping
+active = false
+"""
+    )
+    wait_for(lambda: _status(d, "w") == "active", what="w up")
+    assert "plugin:flap" in d.call("list")["watchers"]
+    assert _status(d, "plugin:flap") == "stopped" and d.pids("plugin:flap") == []

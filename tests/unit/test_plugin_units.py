@@ -230,3 +230,86 @@ def test_watchdog_uses_circus_option_names_and_the_watchers_own_stop_settings() 
     finally:
         plugin.context.term()
         anchored.context.term()
+
+
+class _WireFlapping(Flapping):
+    """Flapping whose `options` reply is `self.options` and whose other commands are recorded."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.options: dict[str, str] = {}
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+
+    def call(self, command: str, **props: Any) -> dict[str, Any]:
+        self.sent.append((command, props))
+        return {"status": "ok", "options": dict(self.options)} if command == "options" else {"status": "ok"}
+
+    def cast(self, command: str, **props: Any) -> None:
+        self.sent.append((command, props))
+
+    def stops(self) -> int:
+        return sum(1 for c, _ in self.sent if c == "stop")
+
+
+def test_flapping_resets_tries_after_a_burst_that_is_not_flapping() -> None:
+    """`tries` was never reset by healthy behaviour: the max_retry-th flap in the plugin's life (even
+    weeks apart) left the watcher stopped for good. Circus sets it back to 0 on a non-flapping burst."""
+    p = _WireFlapping(attempts="2", window="1", retry_in="7", max_retry="1")
+    try:
+        _reap(p, "web", 0.0)
+        _reap(p, "web", 0.5)  # flap 1: retry 1/1
+        assert p.tries["web"] == 1 and "web" in p.timers
+        p._retry("web")
+        for t in (1000.0, 1100.0, 1200.0):  # healthy: reaps 100 s apart
+            _reap(p, "web", t)
+        assert p.tries["web"] == 0
+        _reap(p, "web", 5000.0)
+        _reap(p, "web", 5000.3)  # flap 2, much later: a retry again, not the give-up
+        assert p.tries["web"] == 1 and "web" in p.timers
+    finally:
+        p.context.term()
+
+
+def test_flapping_honours_active_false_per_watcher_and_for_the_plugin() -> None:
+    """flapping.active = false (Circus: `if not to_bool(self._get_conf(conf, 'active')): return`) was
+    ignored and the watcher stopped anyway; a plugin-level `active = false` did not stop the plugin."""
+    p = _WireFlapping()
+    try:
+        p.options = {"flapping.active": "false", "cmd": "x"}
+        for t in (0.0, 0.2, 0.4):
+            _reap(p, "web", t)
+        assert p.stops() == 0
+        p.options = {"flapping.active": "yes"}
+        p.handle_recv((Frame(b"watcher.web.updated"), Frame(b"{}")))
+        for t in (1.0, 1.2):
+            _reap(p, "web", t)
+        assert p.stops() == 1
+    finally:
+        p.context.term()
+    inactive = _WireFlapping(active="false")
+    assert inactive.active is False and inactive.defaults["active"] is False
+    inactive.start()  # returns at once: no loop, no connection (nothing listens at the endpoints here)
+    assert inactive.client is None and inactive.sub_socket is None
+    cfg = configmod.loads(
+        "[circus]\nendpoint = ipc:///x/ctl\n[plugin:flap]\nuse = circus.plugins.flapping.Flapping\n"
+        "active = false\n[plugin:on]\nuse = circus.plugins.flapping.Flapping\n",
+        "/x/circus.ini",
+    )
+    flap, on = plugin_watchers(cfg)
+    assert (flap.autostart, flap.respawn) == (False, False) and (on.autostart, on.respawn) == (True, True)
+
+
+def test_flapping_drops_cached_watcher_options_on_reload_and_start() -> None:
+    """The flapping.* options were cached until `updated`, which a reloadconfig of the section never
+    emits (it brings `reload`, or `start` for a stopped watcher): the old max_retry stayed in force."""
+    p = _WireFlapping(attempts="2", window="1", max_retry="5")
+    try:
+        p.options = {"flapping.max_retry": "5"}
+        _reap(p, "web", 0.0)
+        assert p.conf("web")["max_retry"] == 5
+        for event in ("reload", "start"):
+            p.options = {"flapping.max_retry": "0" if event == "reload" else "2"}
+            p.handle_recv((Frame(f"watcher.web.{event}".encode()), Frame(b"{}")))
+            assert p.conf("web")["max_retry"] == (0 if event == "reload" else 2)
+    finally:
+        p.context.term()

@@ -314,12 +314,12 @@ def build_watcher(
         elif "numprocesses" not in kwargs:
             kwargs["numprocesses"] = 1
 
-    # sockets this watcher gets: the explicit list, then those its cmd/args reference
+    # sockets this watcher gets: the explicit list, then those its cmd/args/shell_args reference
     wanted: list[tuple[str, Entry]] = []
     sockets_entry = r.entry("sockets")
     if sockets_entry is not None:
         wanted += [(s, sockets_entry) for s in v.split_list(sockets_entry.value)]
-    for key in ("cmd", "args"):
+    for key in ("cmd", "args", "shell_args"):
         e = sec.entries.get(key)
         if e is not None:
             wanted += [(s, e) for s in referenced_sockets(e.value)]

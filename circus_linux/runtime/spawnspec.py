@@ -60,7 +60,8 @@ def build_argv(cfg: Any, ctx: Mapping[str, str]) -> list[str]:
     args = render(cfg.args, ctx) if cfg.args else ""
     if cfg.shell:
         line = f"{cmd} {args}".strip()
-        extra = shlex.split(cfg.shell_args) if cfg.shell_args else []
+        # Circus's Process.format_args renders shell_args like cmd and args ($(circus.wid), sockets, ...)
+        extra = shlex.split(render(cfg.shell_args, ctx)) if cfg.shell_args else []
         return ["/bin/sh", "-c", line, *extra]
     argv = shlex.split(cmd) + (shlex.split(args) if args else [])
     if not argv:

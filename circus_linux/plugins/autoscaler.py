@@ -129,6 +129,7 @@ class Autoscaler(CircusPlugin):
         self.last_change = float("-inf")
         self.decisions: list[Decision] = []
         self._warned_no_queue = False
+        self._warned_no_socket = False
         self._warned_no_pressure = False
 
     def handle_init(self) -> None:
@@ -145,6 +146,13 @@ class Autoscaler(CircusPlugin):
         names = raw if isinstance(raw, list | tuple) else str(raw or "").replace(",", " ").split()
         if names:
             self.socket = str(names[0])
+        elif not self._warned_no_socket:
+            self._warned_no_socket = True
+            log.warning(
+                "autoscaler: %s uses no socket (none named in `sockets` or as $(circus.sockets.NAME) in its "
+                "cmd/args): no accept-queue depth; set `socket =` in the plugin's section",
+                self.watcher,
+            )
         return self.socket
 
     def read(self) -> Reading | None:

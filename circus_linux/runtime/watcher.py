@@ -125,6 +125,9 @@ class Watcher:
                 opts[f.name] = value
         opts["numprocesses"] = self.numprocesses
         opts["env"] = dict(self.config.env)
+        # The sockets the watcher gets: `sockets = a,b` and every $(circus.sockets.NAME) of its cmd/args,
+        # in order (plugins such as the Autoscaler find the watcher's socket here).
+        opts["sockets"] = list(self.config.sockets)
         for kind in ("stdout", "stderr"):  # Circus's names for the stream configs
             stream = getattr(self.config, f"{kind}_stream", None)
             opts[f"{kind}_stream_conf"] = None if stream is None else {"class": stream.cls, **stream.options}

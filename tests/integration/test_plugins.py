@@ -332,6 +332,44 @@ cooldown = 0.2
     assert wait_for(lambda: "web decr -1 -> 1 (idle: queued=0" in status() and status(), what="STATUS=")
 
 
+def test_autoscaler_finds_the_socket_referenced_in_cmd(
+    circusd: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A watcher given its socket the Circus way, `$(circus.sockets.web)` in cmd, had no `sockets` in
+    `options`: without `socket =` the Autoscaler found none and never saw the queue, silently."""
+    from circus_linux.plugins.autoscaler import Autoscaler
+
+    d = circusd(
+        """
+[socket:web]
+host = 127.0.0.1
+port = 0
+
+[watcher:web]
+cmd = sleep 600 $(circus.sockets.web)
+
+[watcher:plain]
+cmd = sleep 600
+"""
+    )
+    assert d.call("options", name="web")["options"]["sockets"] == ["web"]
+    assert d.call("options", name="plain")["options"]["sockets"] == []
+    found = Autoscaler(watcher="web", endpoint=d.endpoint, pubsub_endpoint=d.pubsub_endpoint)
+    none = Autoscaler(watcher="plain", endpoint=d.endpoint, pubsub_endpoint=d.pubsub_endpoint)
+    try:
+        assert found._socket_name() == "web"
+        reading = found.read()
+        assert reading is not None and reading.workers == 1
+        with caplog.at_level("WARNING", logger="circus_linux.plugins.autoscaler"):
+            assert none._socket_name() is None
+        assert "plain uses no socket" in caplog.text
+    finally:
+        for plugin in (found, none):
+            if plugin.client is not None:
+                plugin.client.close()
+            plugin.context.term()
+
+
 def _python() -> str:
     import sys
 

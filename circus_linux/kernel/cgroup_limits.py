@@ -9,7 +9,7 @@ import enum
 import errno
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from circus_linux.kernel.cgroup_io import CgroupError, read_file, write_file
@@ -48,6 +48,25 @@ class CgroupLimits:
     def of(cls, lim: Any) -> CgroupLimits:
         """The same limits from any object with these attribute names (config's per-watcher limits)."""
         return cls(**{f.name: getattr(lim, f.name) for f in fields(cls)})
+
+    def over(self, old: CgroupLimits) -> CgroupLimits:
+        """What to write to replace ``old`` with these limits: a limit ``old`` set and these leave
+        unset goes back to the kernel's default for a new cgroup (cgroup-v2.rst: "max", weight 100)."""
+        lifted = {f.name: _DEFAULTS[f.name] for f in fields(self) if getattr(self, f.name) is None
+                  and getattr(old, f.name) is not None}
+        return replace(self, **lifted)
+
+
+# A new cgroup's value of each limit (cpu.max "max 100000": no quota, the default period).
+_DEFAULTS: dict[str, Any] = {
+    "memory_max": "max",
+    "memory_high": "max",
+    "memory_swap_max": "max",
+    "cpu_max": (None, 100_000),
+    "cpu_weight": 100,
+    "io_weight": 100,
+    "pids_max": "max",
+}
 
 
 @dataclass(frozen=True)

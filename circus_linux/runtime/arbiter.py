@@ -502,7 +502,13 @@ class Arbiter:
             plan = configmod.diff(dataclasses.replace(self.config, watchers=running), new)
             self.emit("arbiter.reloading", {"path": self.config.path})
             by_name = {w.name: w for w in new.watchers}
-            self._bind_new_sockets(new)  # first: a socket that cannot be bound refuses the whole reload
+            # First: a limit the kernel refuses, or a socket that cannot be bound, refuses the whole reload.
+            undo = self._stage_cgroups(plan, by_name)
+            try:
+                self._bind_new_sockets(new)
+            except BaseException:
+                undo()
+                raise
             for name in plan.removed:
                 await self.rm_watcher(name)
             for name in plan.changed:
@@ -544,6 +550,13 @@ class Arbiter:
                 )
             self.emit("arbiter.config_reloaded", dict(report))
             return report
+
+    def _stage_cgroups(self, plan: Any, by_name: dict[str, Any]) -> Callable[[], None]:
+        """The new limits of changed watchers and the cgroups of added ones (runtime/cgroups.py)."""
+        if self.cgroups is None:
+            return lambda: None
+        changed = {n: (self.watchers[n].config, by_name[n]) for n in plan.changed}
+        return self.cgroups.stage_reload(changed, [by_name[n] for n in plan.added])
 
     def _bind_new_sockets(self, new: Any) -> None:
         """Bind the sections of `new` not bound yet; if one fails, unbind the others and raise."""

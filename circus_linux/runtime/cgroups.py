@@ -18,12 +18,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
+from circus_linux.errors import CommandError
 from circus_linux.kernel import cgroup as kcg
 from circus_linux.kernel.cgroup_parse import parse_flat_keyed
 
@@ -64,6 +66,7 @@ class WatcherHandle(kcg.Placement):
         self.pids_file: str | None = None  # pids.events, when it exists (v2 or v1)
         self.pids_notified = False  # True when pids.events is the v2 file (kernel notifies changes)
         self.pids_limited = False  # a pids_max is set: only then can pids.events count anything of ours
+        self.staged: Any = None  # the section stage_reload made this handle for, until create() takes it
 
     def kill(self) -> None:
         # Not cgroup.kill: after one write to it, Linux 6.18 (the project's VM, 6.18.44) SIGKILLs every
@@ -133,15 +136,80 @@ class CgroupManager:
         self._poll_task = self._loop.create_task(self._poll(), name="cgroups:poll")
 
     def create(self, cfg: Any) -> WatcherHandle:
+        """The watcher's cgroup with its configured limits. A limit the kernel refuses raises CgroupError
+        and leaves nothing behind: no directory, no fd, no handle (dstats would list it as a watcher)."""
         old = self._handles.pop(cfg.name, None)
         if old is not None:
+            if old.staged is cfg:  # made by stage_reload for this very section: already complete
+                old.staged = None
+                self._handles[cfg.name] = old
+                return old
             self._unwatch(cfg.name)
             old.close()
-        handle = WatcherHandle(self.tree.watcher(cfg.name), self)
+        cg = self.tree.watcher(cfg.name)
+        try:
+            handle = WatcherHandle(cg, self)
+        except OSError:
+            self._discard(cg)
+            raise
         self._handles[cfg.name] = handle
-        self.apply(cfg)
+        try:
+            self.apply(cfg)
+        except BaseException:
+            del self._handles[cfg.name]
+            handle.close()
+            self._discard(cg)
+            raise
         self._watch(handle)
         return handle
+
+    def _discard(self, cg: kcg.WatcherCgroup) -> None:
+        """Remove the cgroup of a watcher that never came to be (nothing was spawned into it)."""
+        try:
+            cg.remove()
+        except kcg.CgroupError as exc:  # a populated leftover of a previous circusd: the exit's destroy
+            log.warning("watcher %s: cgroup not removed: %s", cg.name, exc)
+            return
+        self.tree.release(cg)
+
+    def stage_reload(
+        self, changed: Mapping[str, tuple[Any, Any]], added: Iterable[Any]
+    ) -> Callable[[], None]:
+        """The cgroup half of a reloadconfig, done before anything else of it changes; returns its undo.
+
+        ``changed``: watcher -> (its running config, the file's new section): the new limits are written,
+        and a limit the new section no longer has goes back to the kernel's default. ``added``: new
+        sections, whose cgroups are made with their limits (create() then takes them as they are).
+        A limit the kernel refuses undoes what was done and raises CommandError naming the watcher, so a
+        refused reload changes nothing; the undo (running limits written back, new cgroups removed) is
+        for a reload refused later, by a socket that cannot be bound.
+        """
+        undo: list[Callable[[], Any]] = []
+
+        def rollback() -> None:
+            for step in reversed(undo):
+                try:
+                    step()
+                except (OSError, kcg.CgroupError) as exc:
+                    log.warning("reloadconfig: cgroup limits not restored: %s", exc)
+
+        name = ""
+        try:
+            for name, (old, new) in changed.items():
+                before, after = kcg.CgroupLimits.of(old.cgroup), kcg.CgroupLimits.of(new.cgroup)
+                if before != after and name in self._handles:
+                    # Queued first: a write refused half-way still gets the ones before it undone.
+                    undo.append(functools.partial(self.apply_limits, name, before.over(after)))
+                    self.apply_limits(name, after.over(before))
+            for cfg in added:
+                name = cfg.name
+                self.create(cfg)  # a refusal leaves nothing of this one
+                self._handles[name].staged = cfg
+                undo.append(functools.partial(self.remove, name))
+        except kcg.CgroupError as exc:
+            rollback()
+            raise CommandError(f"reload refused, nothing changed: watcher {name}: {exc}") from exc
+        return rollback
 
     def apply(self, cfg: Any) -> dict[str, str]:
         """Write every configured limit of ``cfg`` to its watcher's cgroup; returns limit -> backend."""

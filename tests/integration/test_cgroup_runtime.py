@@ -257,3 +257,72 @@ def test_exit_of_one_circusd_spares_the_workers_of_another_sharing_its_cgroup_ro
     finally:
         for fd in fds:
             os.close(fd)
+
+
+def _limit_file(host: kcg.CgroupHost, root: str, watcher: str, v2name: str, ctrl: str, v1name: str) -> Path:
+    """The file that serves a limit here: the v2 one when its controller is enabled, else the v1 one."""
+    v2 = v2_dir(host, root, watcher) / v2name
+    return v2 if v2.exists() else v1_dir(host, ctrl, root, watcher) / v1name
+
+
+def test_reloadconfig_applies_changed_cgroup_limits_and_lifts_removed_ones(
+    circusd: Any, cgroup_root: str, host: kcg.CgroupHost
+) -> None:
+    d = circusd(watcher_ini("sl", "sleep 600", pids_max=5, cpu_max="50%"))
+    pids = _limit_file(host, cgroup_root, "sl", "pids.max", "pids", "pids.max")
+    cpu = _limit_file(host, cgroup_root, "sl", "cpu.max", "cpu", "cpu.cfs_quota_us")
+    assert pids.read_text().split() == ["5"] and cpu.read_text().split()[0] == "50000"
+    d.path.write_text(d.path.read_text().replace("pids_max = 5", "pids_max = 50").replace("50%", "20%"))
+    assert ok(d.call("reloadconfig", waiting=True))["changed"] == ["sl"]
+    assert pids.read_text().split() == ["50"] and cpu.read_text().split()[0] == "20000"
+    d.path.write_text(d.path.read_text().replace("pids_max = 50\n", "").replace("cpu_max = 20%\n", ""))
+    assert ok(d.call("reloadconfig", waiting=True))["changed"] == ["sl"]
+    assert pids.read_text().split() == ["max"]
+    assert cpu.read_text().split()[0] in ("max", "-1")
+
+
+def _refuse_cpu_quota_above_10_percent(host: kcg.CgroupHost, root: str) -> None:
+    """v1 cpu refuses a child quota above its parent's (EINVAL): a value only the kernel can refuse.
+
+    Written to the private root circusd made for this test, which circusd removes when it exits."""
+    h = host.v1.get("cpu")
+    if h is None:
+        pytest.skip("no v1 cpu hierarchy: no value the config accepts that the kernel refuses")
+    Path(h.mountpoint, root.strip("/"), "cpu.cfs_quota_us").write_text("10000")
+
+
+def test_add_whose_limit_the_kernel_refuses_leaves_no_cgroup_fd_or_watcher(
+    circusd: Any, cgroup_root: str, host: kcg.CgroupHost
+) -> None:
+    d = circusd("")
+    _refuse_cpu_quota_above_10_percent(host, cgroup_root)
+    fds = ok(d.call("dstats"))["info"]["num_fds"]
+    for i in range(3):
+        bad = d.call("add", name=f"bad{i}", cmd="sleep 600", options={"cpu_max": "50%"}, start=True)
+        assert bad["status"] == "error" and "cpu_max" in bad["reason"], bad
+    info = ok(d.call("dstats"))["info"]
+    assert info["num_fds"] <= fds + 1  # the dstats reply's own socket may come and go
+    assert info["cgroups"]["watchers"] == {}
+    assert ok(d.call("list"))["watchers"] == []
+    mounts = [host.v2_mount, *(h.mountpoint for h in host.v1.values())]
+    roots = [Path(m, cgroup_root.strip("/")) for m in mounts if m is not None]
+    left = [p for r in roots if r.is_dir() for p in r.iterdir() if p.is_dir() and p.name.startswith("bad")]
+    assert left == []
+
+
+def test_reloadconfig_whose_limit_the_kernel_refuses_changes_nothing(
+    circusd: Any, cgroup_root: str, host: kcg.CgroupHost
+) -> None:
+    d = circusd(watcher_ini("keep", "sleep 600", pids_max=5) + watcher_ini("gone", "sleep 600"))
+    _refuse_cpu_quota_above_10_percent(host, cgroup_root)
+    gone = wait_for(lambda: d.pids("gone"), what="gone's worker")
+    pids = _limit_file(host, cgroup_root, "keep", "pids.max", "pids", "pids.max")
+    text = watcher_ini("keep", "sleep 600", pids_max=7) + watcher_ini("rb", "sleep 600", cpu_max="50%")
+    d.path.write_text(d.path.read_text().split("[watcher:")[0] + text)
+    bad = d.call("reloadconfig", waiting=True)
+    assert bad["status"] == "error" and "watcher rb" in bad["reason"] and "nothing changed" in bad["reason"]
+    assert pids.read_text().split() == ["5"], "a refused reload changed a running watcher's limit"
+    assert d.pids("gone") == gone, "a refused reload removed a watcher"
+    assert sorted(ok(d.call("list"))["watchers"]) == ["gone", "keep"]
+    assert set(ok(d.call("dstats"))["info"]["cgroups"]["watchers"]) == {"gone", "keep"}
+    assert not v2_dir(host, cgroup_root, "rb").exists()

@@ -197,3 +197,15 @@ def test_sanitize_name_long_is_bounded_and_distinct() -> None:
     a, b = sanitize_name("x" * 300 + "a"), sanitize_name("x" * 300 + "b")
     assert len(a) <= 255 and len(b) <= 255
     assert a != b
+
+
+def test_reload_limits_lift_a_limit_the_new_section_no_longer_has() -> None:
+    from circus_linux.kernel.cgroup_limits import CgroupLimits
+
+    old = CgroupLimits(pids_max=5, cpu_max=(50_000, 100_000), cpu_weight=200, memory_max=1 << 20)
+    new = CgroupLimits(pids_max=50)
+    assert new.over(old) == CgroupLimits(
+        pids_max=50, cpu_max=(None, 100_000), cpu_weight=100, memory_max="max"
+    )
+    assert old.over(new) == old  # the undo writes the old ones back
+    assert CgroupLimits().over(CgroupLimits()) == CgroupLimits()

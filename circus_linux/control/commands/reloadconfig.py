@@ -5,8 +5,10 @@ Request properties:
 Reply: `{"status": "ok"}`; with waiting, also what was done: `added`, `removed`, `scaled`, `changed`
 (watcher names) and `not_applied` ([circus] options and `socket:NAME` sections that changed but only
 take effect when circusd restarts).
-Errors: errno 5 with the config problems when the new file is invalid, or when a new [socket:*] cannot be
-bound: the old config stays in force, nothing is changed.
+Errors: errno 5 with the config problems when the new file is invalid, when a new [socket:*] cannot be
+bound, or when the kernel refuses a cgroup limit of a changed or added watcher (the reason names it): the
+old config stays in force, nothing is changed. Changed limits are written to the running cgroup; a limit
+removed from a section goes back to the kernel default.
 CLI: `circusctl reloadconfig [--waiting]`
 """
 

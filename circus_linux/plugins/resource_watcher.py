@@ -1,9 +1,11 @@
 """ResourceWatcher: restart a watcher that uses too much (or too little) CPU or memory; wire only.
 
 Options (Circus's): watcher (the watcher to observe; `service` is the old name), loop_rate (60 s),
-max_cpu / min_cpu (% of one CPU), max_mem / min_mem (% of RAM, or bytes with a unit: `100M`, `1G`),
-health_threshold (75: Circus's score, (cpu + mem) / 2 of the busiest worker), max_count (3: a rule broken
-on more than max_count consecutive looks means `restart`). Ours: cgroup (true), watcher_totals (false).
+max_cpu (90) / min_cpu (% of one CPU; a look breaks min_cpu at or below it, `<=` as in Circus), max_mem
+(90) / min_mem (% of RAM, or bytes with a unit: `100M`, `1G`), health_threshold (75: Circus's score,
+(the highest worker CPU + the highest worker mem %) / 2), max_count (3: a rule broken on more than
+max_count consecutive looks means `restart`). 0 turns max_cpu, max_mem or health_threshold off.
+Ours: cgroup (true), watcher_totals (false).
 
 Which figure each rule compares, per look (the `stats` reply for the watcher):
 - CPU: the watcher's cgroup as a whole, `cgroup.cpu_usage_usec` differenced over the time since the
@@ -11,7 +13,10 @@ Which figure each rule compares, per look (the `stats` reply for the watcher):
   psutil `cpu` as in Circus (or their sum with `watcher_totals = true`).
 - memory: the cgroup's `memory_current` (page cache included); without it (no memory controller, as on a
   hybrid host whose v2 tree has none), each worker's RSS / mem % as in Circus (or their sums).
-- health_threshold: always per worker, as in Circus: a pool-wide CPU total would trip it on any busy pool.
+- health_threshold: always from the workers' figures, as in Circus.
+- max_cpu and max_mem left at Circus's defaults (90, 90 %) are compared as in Circus, with each worker's
+  figures: a pool-wide figure against a default meant for one worker would restart any busy pool. A
+  value written in the section uses the cgroup's whole-watcher figure.
 `cgroup = false` keeps Circus's per-process figures everywhere.
 """
 
@@ -149,9 +154,12 @@ class ResourceWatcher(CircusPlugin):
         if not self.watcher:
             raise ValueError("resource_watcher needs watcher = NAME")
         self.loop_rate = option(self.config, "loop_rate", 60.0, float)
-        self.max_cpu = option(self.config, "max_cpu", None, float)
+        # Circus's defaults (max_cpu 90, max_mem 90 %), kept apart: they are compared per worker.
+        self.default_max_cpu = "max_cpu" not in self.config
+        self.default_max_mem = "max_mem" not in self.config
+        self.max_cpu = option(self.config, "max_cpu", 90.0, float)
         self.min_cpu = option(self.config, "min_cpu", None, float)
-        self.max_mem = parse_mem(self.config.get("max_mem"))
+        self.max_mem = parse_mem(self.config.get("max_mem", "90"))
         self.min_mem = parse_mem(self.config.get("min_mem"))
         self.health_threshold = option(self.config, "health_threshold", 75.0, float)
         self.max_count = option(self.config, "max_count", 3, int)
@@ -182,21 +190,30 @@ class ResourceWatcher(CircusPlugin):
             look = Look.from_samples(look)
         if not look.cpu and not look.mem and not look.health:
             return {}
+        workers = Look.from_samples(list(look.health))  # Circus's figures: each worker's own
+        max_cpu_values = workers.cpu if self.default_max_cpu else look.cpu
         out = {
-            "max_cpu": self.max_cpu is not None and bool(look.cpu) and max(look.cpu) > self.max_cpu,
-            "min_cpu": self.min_cpu is not None and bool(look.cpu) and min(look.cpu) < self.min_cpu,
+            # Circus: `if self.max_cpu and max > max_cpu` (0 is off), `min <= min_cpu`.
+            "max_cpu": bool(self.max_cpu) and bool(max_cpu_values) and max(max_cpu_values) > self.max_cpu,
+            "min_cpu": self.min_cpu is not None and bool(look.cpu) and min(look.cpu) <= self.min_cpu,
         }
-        for rule, limit, pick in (("max_mem", self.max_mem, max), ("min_mem", self.min_mem, min)):
-            values = self._mem_values(look, limit) if limit is not None else ()
-            if limit is None or not values:
+        max_mem_look = workers if self.default_max_mem else look
+        for rule, limit, pick, source in (
+            ("max_mem", self.max_mem, max, max_mem_look),
+            ("min_mem", self.min_mem, min, look),
+        ):
+            values = self._mem_values(source, limit) if limit is not None else ()
+            if limit is None or not values or (rule == "max_mem" and not limit.value):
                 out[rule] = False
             elif rule == "max_mem":
                 out[rule] = pick(values) > limit.value
             else:
                 out[rule] = pick(values) < limit.value
-        # Circus's health score: (cpu + mem) / 2 of the busiest worker.
-        out["health"] = bool(self.health_threshold) and any(
-            (s.cpu + s.mem) / 2.0 > self.health_threshold for s in look.health
+        # Circus's health score: (the highest worker CPU + the highest worker mem %) / 2.
+        out["health"] = (
+            bool(self.health_threshold)
+            and bool(look.health)
+            and (max(workers.cpu) + max(workers.mem)) / 2.0 > self.health_threshold
         )
         return out
 

@@ -8,7 +8,14 @@ import pytest
 
 from circus_linux.cli import circustop
 from circus_linux.plugins.autoscaler import Policy, Reading, cpu_pressure
-from circus_linux.plugins.resource_watcher import CpuMark, Look, ResourceWatcher, Sample, look_from_reply
+from circus_linux.plugins.resource_watcher import (
+    CpuMark,
+    Look,
+    MemLimit,
+    ResourceWatcher,
+    Sample,
+    look_from_reply,
+)
 
 GIB = 1024**3
 
@@ -112,3 +119,31 @@ def test_circustop_shows_restarts(source: str) -> None:
     )
     column = header.index("RESTARTS")
     assert row[column : column + 8].strip() == "7"
+
+
+def test_resource_watcher_keeps_circus_defaults_and_comparisons() -> None:
+    """No max_cpu/max_mem by default (Circus: 90 and 90 %), min_cpu compared with `<` (Circus: `<=`), and a
+    health score per worker (Circus: the highest CPU and the highest mem % of any workers)."""
+    rw = ResourceWatcher(watcher="w", min_cpu="0")
+    off = ResourceWatcher(watcher="w", max_cpu="0", max_mem="0", health_threshold="0")
+    try:
+        assert rw.max_cpu == 90.0 and rw.max_mem == MemLimit(90.0, True)
+        assert rw.verdicts([Sample(cpu=99.0, mem=1.0, rss=1)])["max_cpu"]
+        assert rw.verdicts([Sample(cpu=1.0, mem=95.0, rss=1)])["max_mem"]
+        assert rw.verdicts([Sample(cpu=0.0, mem=1.0, rss=1)])["min_cpu"]  # 0 <= 0
+        # Health: worker A's CPU and worker B's memory make the score together, (80 + 80) / 2 > 75.
+        assert rw.verdicts([Sample(cpu=80.0, mem=1.0, rss=1), Sample(cpu=1.0, mem=80.0, rss=1)])["health"]
+        # The defaults are Circus's per-worker limits: a busy pool of 4 (a cgroup total of 200 %, every
+        # worker at 50 %) is not restarted by them...
+        pool = tuple(Sample(cpu=50.0, mem=1.0, rss=1) for _ in range(4))
+        assert not rw.verdicts(Look((200.0,), (4.0,), (4.0,), pool, "cgroup", "cgroup"))["max_cpu"]
+        # ...while a max_cpu written in the section is the whole watcher's.
+        explicit = ResourceWatcher(watcher="w", max_cpu="90")
+        try:
+            assert explicit.verdicts(Look((200.0,), (4.0,), (4.0,), pool, "cgroup", "cgroup"))["max_cpu"]
+        finally:
+            explicit.context.term()
+        assert not any(off.verdicts([Sample(cpu=100.0, mem=100.0, rss=1)]).values())  # 0 turns them off
+    finally:
+        rw.context.term()
+        off.context.term()

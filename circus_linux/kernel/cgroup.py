@@ -73,6 +73,7 @@ from circus_linux.kernel.cgroup_parse import (
     parse_proc_cgroup,
     sanitize_name,
 )
+from circus_linux.kernel.native import SpawnError
 
 __all__ = [
     "DEFAULT_V1",
@@ -84,6 +85,7 @@ __all__ = [
     "CgroupTree",
     "CgroupUnavailable",
     "EventsMonitor",
+    "PidsMaxReached",
     "Placement",
     "TreeMode",
     "V1Hierarchy",
@@ -432,14 +434,34 @@ class WatcherCgroup:
         return read_stats(self.path, self.v1_paths)
 
 
+class PidsMaxReached(SpawnError):
+    """A spawn refused because the v1 pids cgroup is full: EAGAIN at the clone stage, as the v2 pids
+    controller refuses a clone3(CLONE_INTO_CGROUP) past pids.max. ``current``/``limit``: what was read."""
+
+    def __init__(self, path: str, current: int, limit: int) -> None:
+        super().__init__(errno.EAGAIN, "clone", path)
+        self.current = current
+        self.limit = limit
+
+
 class Placement:
     """The fds the spawner needs to put a child into a watcher's cgroup, opened once rather than at every
     spawn: ``dir_fd()`` for CLONE_INTO_CGROUP (None without a v2 directory) and ``v1_procs_fds()``.
-    ``close()`` closes them (idempotent)."""
+    ``close()`` closes them (idempotent).
+
+    When the v1 pids hierarchy serves pids_max (no v2 pids controller here), ``v1_procs_fds()`` first
+    checks pids.current + 1 <= pids.max and raises PidsMaxReached otherwise: a worker joins the v1 cgroup
+    by migration (the child writes "0" to cgroup.procs), which pids.max never refuses, so without this
+    check a watcher ran more workers than its pids_max (Documentation/admin-guide/cgroup-v1/pids.rst:
+    "migration ... is not prevented"). Race-free as far as circusd goes: it is the only spawner into the
+    cgroup and each spawn returns only after the child has joined it; a worker's own fork counts too.
+    """
 
     def __init__(self, cg: WatcherCgroup) -> None:
         self._dir_fd = cg.dir_fd() if cg.path is not None else None
         self._v1_fds: list[int] = []
+        v1_pids = cg.v1_paths.get("pids")
+        self._v1_pids = v1_pids if v1_pids is not None and "pids" not in cg.v2_controllers() else None
         try:
             self._v1_fds = cg.v1_procs_fds()
         except OSError:
@@ -450,7 +472,22 @@ class Placement:
         return self._dir_fd
 
     def v1_procs_fds(self) -> list[int]:
+        """The v1 cgroup.procs fds; PidsMaxReached when the v1 pids cgroup has no room for one more."""
+        if self._v1_pids is not None:
+            self._check_v1_pids(self._v1_pids)
         return list(self._v1_fds)
+
+    @staticmethod
+    def _check_v1_pids(d: str) -> None:
+        try:
+            limit = read_file(os.path.join(d, "pids.max")).strip()
+            if limit == "max":
+                return
+            current = int(read_file(os.path.join(d, "pids.current")))
+        except (OSError, ValueError):  # unreadable: the kernel's own checks are all that is left
+            return
+        if current + 1 > int(limit):
+            raise PidsMaxReached(d, current, int(limit))
 
     def close(self) -> None:
         for fd in [self._dir_fd, *self._v1_fds]:

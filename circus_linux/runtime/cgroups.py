@@ -10,7 +10,10 @@ Events (payload always has `time`):
                         event, "total": kernel counter, "source": "pids.events max" ...}; at most one per
                         second per watcher and limit (memory.high can be hit thousands of times a second)
 memory.events and v2 pids.events are watched through one EventsMonitor on the loop (the kernel notifies
-their changes); v1 pids.events has no notification and is re-read once a second.
+their changes); v1 pids.events has no notification and is re-read once a second. A spawn the v1 pids_max
+check refuses (kernel.cgroup.Placement: v1 pids.max never refuses the worker's own migration) fails with
+EAGAIN like a v2 clone3 past pids.max, and counts towards a `limit` event with "source": "pids.current"
+("total": the pids.current read).
 """
 
 from __future__ import annotations
@@ -66,7 +69,18 @@ class WatcherHandle(kcg.Placement):
         self.pids_file: str | None = None  # pids.events, when it exists (v2 or v1)
         self.pids_notified = False  # True when pids.events is the v2 file (kernel notifies changes)
         self.pids_limited = False  # a pids_max is set: only then can pids.events count anything of ours
+        self.refused: dict[str, int] = {}  # limit -> pids.current of the last refused spawn, if last hit
         self.staged: Any = None  # the section stage_reload made this handle for, until create() takes it
+
+    def v1_procs_fds(self) -> list[int]:
+        try:
+            return super().v1_procs_fds()
+        except kcg.PidsMaxReached as exc:
+            # The v1 stand-in for v2's refused clone3: the spawn fails (EAGAIN) and, as v2's pids.events
+            # max would, the refusal counts towards a `limit` event.
+            if self._manager is not None:
+                self._manager.spawn_refused(self, exc.current)
+            raise
 
     def kill(self) -> None:
         # Not cgroup.kill: after one write to it, Linux 6.18 (the project's VM, 6.18.44) SIGKILLs every
@@ -421,8 +435,16 @@ class CgroupManager:
                 )
                 continue
             handle.pending[limit] = handle.pending.get(limit, 0) + delta
+            handle.refused.pop(limit, None)
             self._poll_wake.set()
             self._flush_limit(handle, limit, now, f"{kind}.events {counter}", now_vals.get(counter, 0))
+
+    def spawn_refused(self, handle: WatcherHandle, current: int) -> None:
+        """A spawn refused by the v1 pids_max check (kernel.cgroup.Placement): a `limit` event."""
+        handle.pending["pids_max"] = handle.pending.get("pids_max", 0) + 1
+        handle.refused["pids_max"] = current
+        self._poll_wake.set()
+        self._flush_limit(handle, "pids_max", time.monotonic(), "pids.current", current)
 
     def _flush_limit(self, handle: WatcherHandle, limit: str, now: float, source: str, total: int) -> None:
         count = handle.pending.get(limit, 0)
@@ -469,4 +491,7 @@ class CgroupManager:
                     kind = "pids" if limit == "pids_max" else "memory"
                     counter = "max" if limit != "memory_high" else "high"
                     total = handle.counters.get(kind, {}).get(counter, 0)
-                    self._flush_limit(handle, limit, now, f"{kind}.events {counter}", total)
+                    source = f"{kind}.events {counter}"
+                    if limit in handle.refused:  # the last hit was a refused spawn (spawn_refused)
+                        source, total = "pids.current", handle.refused[limit]
+                    self._flush_limit(handle, limit, now, source, total)

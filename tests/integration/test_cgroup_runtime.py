@@ -326,3 +326,37 @@ def test_reloadconfig_whose_limit_the_kernel_refuses_changes_nothing(
     assert sorted(ok(d.call("list"))["watchers"]) == ["gone", "keep"]
     assert set(ok(d.call("dstats"))["info"]["cgroups"]["watchers"]) == {"gone", "keep"}
     assert not v2_dir(host, cgroup_root, "rb").exists()
+
+
+def test_v1_pids_max_caps_the_workers_themselves_with_a_limit_event(
+    circusd: Any, cgroup_root: str, host: kcg.CgroupHost
+) -> None:
+    if "pids" in host.v2_controllers:
+        pytest.skip("the v2 pids controller serves pids_max here: the kernel refuses the clone itself")
+    pids_dir = v1_dir(host, "pids", cgroup_root, "sl")
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    try:
+        d = circusd(watcher_ini("sl", "sleep 600", numprocesses=3, pids_max=2, autostart="false"))
+        sub.connect(d.pubsub_endpoint)
+        for topic in (b"watcher.sl.limit", b"watcher.sl.exec_error"):
+            sub.setsockopt(zmq.SUBSCRIBE, topic)
+        # A subscription takes effect asynchronously; the refused spawn is retried (backoff) until the
+        # watcher gives up, so an exec_error and a limit event still come after it has.
+        time_limit = time.monotonic() + 10
+        got: dict[bytes, dict[str, Any]] = {}
+        ok(d.call("start", name="sl"))
+        while len(got) < 2 and time.monotonic() < time_limit:
+            if sub.poll(100):
+                topic, body = sub.recv_multipart()
+                got.setdefault(topic, json.loads(body))
+            assert int(pids_dir.joinpath("pids.current").read_text()) <= 2
+        assert got[b"watcher.sl.exec_error"]["stage"] == "clone"
+        assert got[b"watcher.sl.exec_error"]["errno"] == errno.EAGAIN
+        limit = got[b"watcher.sl.limit"]
+        assert limit["limit"] == "pids_max" and limit["source"] == "pids.current" and limit["total"] == 2
+        assert len(d.pids("sl")) <= 2
+    finally:
+        sub.close()
+        ctx.term()

@@ -471,6 +471,8 @@ class Arbiter:
         self._loaded.pop(name, None)
         if self.cgroups is not None and stop:
             self.cgroups.remove(name)
+        elif self.cgroups is not None:
+            self.cgroups.orphan(name)  # a new watcher of this name must not count or kill these workers
         if stop:
             await self.streams.remove(name)
         self.emit(f"watcher.{name}.remove", {"name": name})

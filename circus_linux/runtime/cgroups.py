@@ -285,6 +285,26 @@ class CgroupManager:
             return
         self.tree.release(handle.cg)
 
+    def orphan(self, name: str) -> None:
+        """`rm --nostop`: forget the watcher's handle but leave its processes running in their cgroup.
+
+        The cgroup is set aside in the tree (cgroup2 cannot rename it): a new watcher of the same name
+        gets a fresh one, so it never counts, signals or kills these workers; circusd's exit still does.
+        """
+        handle = self._handles.pop(name, None)
+        if handle is None:
+            return
+        self._unwatch(name)
+        handle.close()
+        try:
+            populated = handle.cg.populated()
+        except (OSError, kcg.CgroupError):
+            populated = True
+        if populated:
+            self.tree.orphan(handle.cg)
+        else:
+            self._discard(handle.cg)
+
     def describe(self) -> dict[str, Any]:
         """Which backend serves what: the tree, each limit, and each stat group per watcher (for dstats)."""
         watchers: dict[str, Any] = {}

@@ -494,3 +494,20 @@ def test_destroy_leaves_a_sibling_cgroup_it_did_not_hand_out(host: cg.CgroupHost
             with contextlib.suppress(FileNotFoundError):
                 os.rmdir(d)
     children.wait(pid)
+
+
+def test_rm_nostop_orphan_cgroup_is_not_reused_by_a_new_watcher_of_the_same_name(
+    tree: cg.CgroupTree, children: Children
+) -> None:
+    w = tree.watcher("same")
+    pid = children.spawn_gated(w, ["/bin/sh", "-c", "read _; exec sleep 1000"])
+    tree.orphan(w)
+    fresh = tree.watcher("same")
+    assert fresh.dirname == "same~2" and fresh.pids() == [] and w.pids() == [pid]
+    assert {c.dirname for c in tree.owned()} == {"same", "same~2"}
+    w.kill()
+    assert w.wait_empty(5)
+    children.wait(pid)
+    tree.release(fresh)
+    fresh.remove()
+    assert tree.watcher("same").dirname == "same"  # the orphan emptied: its name is free again

@@ -360,3 +360,28 @@ def test_v1_pids_max_caps_the_workers_themselves_with_a_limit_event(
     finally:
         sub.close()
         ctx.term()
+
+
+def test_rm_nostop_then_add_of_the_same_name_does_not_adopt_the_old_workers(
+    circusd: Any, cgroup_root: str, host: kcg.CgroupHost
+) -> None:
+    d = circusd("")
+    ok(d.call("add", name="w", cmd="sleep 600", start=True, waiting=True))
+    old = wait_for(lambda: d.pids("w"), what="the first w's worker")[0]
+    fd = os.pidfd_open(old)
+    try:
+        ok(d.call("rm", name="w", nostop=True, waiting=True))
+        assert ok(d.call("dstats"))["info"]["cgroups"]["watchers"] == {}, "dstats lists a removed watcher"
+        ok(d.call("add", name="w", cmd="sleep 600", start=True, waiting=True))
+        new = wait_for(lambda: d.pids("w"), what="the second w's worker")
+        assert old not in new
+        assert ok(d.call("stats", name="w"))["cgroup"]["pids_current"] == len(new)
+        assert ok(d.call("dstats"))["info"]["cgroups"]["watchers"]["w"]["v2"] != str(
+            v2_dir(host, cgroup_root, "w")
+        )
+        ok(d.call("stop", name="w", waiting=True))
+        assert _alive(fd), "stopping the new watcher killed the workers rm --nostop left running"
+        assert d.stop() == 0
+        assert not _alive(fd), "a worker left by rm --nostop outlived circusd"
+    finally:
+        os.close(fd)

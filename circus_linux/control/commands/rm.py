@@ -2,7 +2,8 @@
 
 Request properties:
   name     (string, required)  the watcher
-  nostop   (bool, default false)  leave its processes running, unsupervised
+  nostop   (bool, default false)  leave its processes running, unsupervised (in a cgroup set aside:
+           a new watcher of the same name gets a fresh one; circusd's exit still stops them)
   waiting  (bool, default false)  reply when the watcher is gone
 Reply: `{"status": "ok"}`.
 Errors: errno 3 "program NAME not found".

@@ -3,9 +3,13 @@
 StatsdEmitter options: host (localhost), port (8125), prefix (default `circus.<application_name>.watcher`,
 application_name defaulting to `app`), sample_rate (1.0). Every event becomes a counter
 `<prefix>.<watcher>.<event>`.
-FullStats adds loop_rate (60 s): every period it asks `stats` and sends gauges
-`<prefix>.<watcher>.cpu` / `.memory` (sums over the watcher's processes, %) and `.processes`, plus
-`_stats.watchers_num` and `_stats.processes_num`.
+FullStats adds loop_rate (60 s): every period it asks `stats` and sends, per watcher (plugin watchers
+skipped) Circus's gauges `<prefix>._stats.<watcher>.watchers_num` (its live processes), and when it has
+any `.cpu_max` / `.cpu_sum` (%), `.mem_pct_max` / `.mem_pct_sum` (% of RAM), `.mem_max` / `.mem_sum`
+(RSS bytes), or the counter `_stats.error` when `stats` fails; as Circus's, it counts no events (that is
+StatsdEmitter's job: both running must not count them twice). Ours besides, under names Circus does not
+use: `<prefix>.<watcher>.cpu` / `.memory` (sums, %) / `.processes`, `_stats.watchers_num`,
+`_stats.processes_num`.
 """
 
 from __future__ import annotations
@@ -96,25 +100,39 @@ class FullStats(StatsdEmitter):
     def handle_init(self) -> None:
         self.loop.call_every(self.loop_rate, self.send_metrics)
 
+    def handle_recv(self, data: tuple[Frame, Frame]) -> None:
+        """No event counters (Circus's FullStats is an observer): StatsdEmitter sends those."""
+
     def send_metrics(self) -> None:
         reply = self.call("stats")
         infos = reply.get("infos")
         if not isinstance(infos, dict):
             log.warning("full_stats: stats failed: %s", reply.get("reason"))
+            self.statsd.increment("_stats.error")
             return
-        total = 0
+        total = watchers = 0
         for watcher, procs in infos.items():
-            cpu = mem = 0.0
-            count = 0
-            for info in (procs or {}).values():
-                if not isinstance(info, dict):  # "No such process (stopped?)"
-                    continue
-                cpu += float(info.get("cpu") or 0.0)
-                mem += float(info.get("mem") or 0.0)
-                count += 1
-            total += count
-            self.statsd.gauge(f"{watcher}.cpu", round(cpu, 3))
-            self.statsd.gauge(f"{watcher}.memory", round(mem, 3))
-            self.statsd.gauge(f"{watcher}.processes", count)
-        self.statsd.gauge("_stats.watchers_num", len(infos))
+            if watcher.startswith("plugin:"):  # Circus ignores plugins
+                continue
+            watchers += 1
+            # An exited process is a string ("No such process (stopped?)"): not measured.
+            live = [info for info in (procs or {}).values() if isinstance(info, dict)]
+            cpus = [float(info.get("cpu") or 0.0) for info in live]
+            mems = [float(info.get("mem") or 0.0) for info in live]
+            rss = [int(info.get("rss") or 0) for info in live]
+            total += len(live)
+            # Circus's names, which users' dashboards are built on.
+            self.statsd.gauge(f"_stats.{watcher}.watchers_num", len(live))
+            if live:
+                self.statsd.gauge(f"_stats.{watcher}.cpu_max", max(cpus))
+                self.statsd.gauge(f"_stats.{watcher}.cpu_sum", round(sum(cpus), 3))
+                self.statsd.gauge(f"_stats.{watcher}.mem_pct_max", max(mems))
+                self.statsd.gauge(f"_stats.{watcher}.mem_pct_sum", round(sum(mems), 3))
+                self.statsd.gauge(f"_stats.{watcher}.mem_max", max(rss))
+                self.statsd.gauge(f"_stats.{watcher}.mem_sum", sum(rss))
+            # Ours, under names Circus does not use.
+            self.statsd.gauge(f"{watcher}.cpu", round(sum(cpus), 3))
+            self.statsd.gauge(f"{watcher}.memory", round(sum(mems), 3))
+            self.statsd.gauge(f"{watcher}.processes", len(live))
+        self.statsd.gauge("_stats.watchers_num", watchers)
         self.statsd.gauge("_stats.processes_num", total)

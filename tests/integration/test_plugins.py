@@ -259,14 +259,86 @@ loop_rate = 0.2
 """
         )
         wait_for(lambda: active(d, "plugin:statsd"), what="the statsd plugin to be up")
-        lines = _collect(udp, lambda ls: "full._stats.processes_num:3|g" in ls)
+        lines = _collect(udp, lambda ls: "full._stats.processes_num:1|g" in ls)  # plugin watchers skipped
         assert "full.dummy.processes:1|g" in lines, lines
         assert any(x.startswith("full.dummy.cpu:") and x.endswith("|g") for x in lines), lines
-        assert any(x.startswith("full._stats.watchers_num:") and x.endswith("|g") for x in lines)
+        assert "full._stats.watchers_num:1|g" in lines
         d.call("incr", name="dummy", waiting=True)
         lines = _collect(udp, lambda ls: "test.circus.dummy.spawn:1|c" in ls)
         assert "test.circus.dummy.spawn:1|c" in lines
+        assert not any(x.startswith("full.dummy.spawn") for x in lines)  # FullStats counts no events
     finally:
+        udp.close()
+
+
+def test_full_stats_and_http_observer_send_circus_metric_names(circusd: Any) -> None:
+    """FullStats sent <w>.cpu/.memory/.processes (plugin watchers too) and HttpObserver
+    http_observer.fetch/.<status> under circus.app.watcher: none of Circus's names, on which users'
+    dashboards and alerts are built."""
+    import http.server
+    import threading
+
+    from circus_linux.plugins.http_observer import HttpObserver
+
+    udp = _udp_listener()
+    port = udp.getsockname()[1]
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path == "/ok" else 503)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Health)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        circusd(
+            f"""
+[watcher:web]
+cmd = sleep 600
+numprocesses = 2
+
+[plugin:fullstats]
+use = circus.plugins.statsd.FullStats
+host = 127.0.0.1
+port = {port}
+loop_rate = 0.2
+"""
+        )
+        prefix = "circus.app.watcher._stats.web."
+        lines = _collect(udp, lambda ls: f"{prefix}watchers_num:2|g" in ls and f"{prefix}mem_sum" in str(ls))
+        for gauge in ("cpu_max", "cpu_sum", "mem_pct_max", "mem_pct_sum", "mem_max", "mem_sum"):
+            assert any(x.startswith(f"{prefix}{gauge}:") and x.endswith("|g") for x in lines), (gauge, lines)
+        mem_sum = next(x for x in lines if x.startswith(f"{prefix}mem_sum:"))
+        assert int(mem_sum.split(":")[1].split("|")[0]) > 0  # RSS bytes, as Circus's human2bytes(mem_info1)
+        assert not any("plugin" in x for x in lines)
+        observer = HttpObserver(
+            host="127.0.0.1",
+            port=str(port),
+            check_url=f"http://127.0.0.1:{server.server_port}/ok",
+            restart_on_error="web",
+        )
+        restarts: list[str] = []
+        observer.cast = lambda command, **props: restarts.append(command)  # type: ignore[method-assign]
+        try:
+            observer.check()
+            observer.check_url = f"http://127.0.0.1:{server.server_port}/down"
+            observer.check()
+        finally:
+            observer.statsd.close()
+            observer.context.term()
+        want = "circus.http_observer.watcher.http_stats."
+        lines = _collect(udp, lambda ls: f"{want}restart_on_error:1|c" in ls)
+        assert any(x.startswith(f"{want}request_time:") and x.endswith("|ms") for x in lines), lines
+        assert f"{want}error:1|c" in lines and f"{want}error.503:1|c" in lines
+        assert restarts == ["restart"]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
         udp.close()
 
 

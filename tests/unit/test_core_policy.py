@@ -76,3 +76,11 @@ def test_state_tables_reject_going_back() -> None:
     check_watcher(WatcherState.STOPPED, WatcherState.STARTING)
     with pytest.raises(TransitionError):
         check_watcher(WatcherState.STOPPED, WatcherState.ACTIVE)
+
+
+def test_max_retry_counts_retries_so_3_means_4_failed_starts() -> None:
+    """The docs said "given up after 3 failed starts" for max_retry = 3 (plugins); the code gives a slot
+    its first start and max_retry retries: 4 failed starts, then the give-up. The docs now say so."""
+    book = RestartBook(BackoffPolicy(window=1.0, max_retry=3))
+    verdicts = [book.on_exit(1, lifetime=0.0, now=float(i)) for i in range(4)]
+    assert [v.give_up for v in verdicts] == [False, False, False, True]

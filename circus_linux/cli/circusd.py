@@ -111,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"circusd: cannot read {args.config}: {exc.strerror}", file=sys.stderr)
         return ExitCode.CONFIG
     if args.check:
-        for warning in cfg.warnings:
+        from circus_linux.runtime.cgroups import check_warnings  # limits that cgroup_root = off drops
+
+        for warning in (*cfg.warnings, *check_warnings(cfg)):
             print(f"warning: {warning}", file=sys.stderr)
         counts = f"{len(cfg.watchers)} watchers, {len(cfg.sockets)} sockets, {len(cfg.plugins)} plugins"
         print(f"{cfg.path}: OK ({counts})")

@@ -62,7 +62,14 @@ from dataclasses import dataclass
 
 from circus_linux.kernel.cgroup_events import EventsMonitor
 from circus_linux.kernel.cgroup_io import CgroupError, CgroupUnavailable, read_file, write_file
-from circus_linux.kernel.cgroup_limits import Backend, CgroupLimits, CgroupStats, apply_limits, read_stats
+from circus_linux.kernel.cgroup_limits import (
+    Backend,
+    CgroupLimits,
+    CgroupStats,
+    apply_limits,
+    plan_limits,
+    read_stats,
+)
 from circus_linux.kernel.cgroup_parse import (
     CgroupMount,
     Membership,
@@ -428,6 +435,11 @@ class WatcherCgroup:
     def apply_limits(self, limits: CgroupLimits) -> dict[str, Backend]:
         """Write every limit that is not None; return which backend took each one (see cgroup_limits)."""
         return apply_limits(self.path, self.v2_controllers(), self.v1_paths, limits)
+
+    def limit_backends(self, limits: CgroupLimits) -> dict[str, Backend]:
+        """Which backend would take each limit that is not None, without writing anything."""
+        plan = plan_limits(self.path, self.v2_controllers(), self.v1_paths, limits)
+        return {limit: backend for limit, backend, _writes in plan}
 
     def stats(self) -> CgroupStats:
         """Sample the counters; each field group says its source in ``backends``."""

@@ -109,6 +109,19 @@ def apply_limits(
     raises CgroupError.
     """
     report: dict[str, Backend] = {}
+    for limit, backend, writes in plan_limits(v2_dir, v2_controllers, v1_paths, limits):
+        for path, value in writes:
+            _set(limit, path, value)
+        report[limit] = backend
+    return report
+
+
+def plan_limits(
+    v2_dir: str | None, v2_controllers: frozenset[str], v1_paths: Mapping[str, str], limits: CgroupLimits
+) -> list[tuple[str, Backend, list[tuple[str, str]]]]:
+    """What apply_limits would write, without writing: (limit, backend, [(file, value), ...]) per limit
+    that is not None, in order; an UNSUPPORTED limit has no writes. Only looks at which files exist."""
+    plan: list[tuple[str, Backend, list[tuple[str, str]]]] = []
     v2c = v2_controllers
     p2 = v2_dir
 
@@ -126,13 +139,12 @@ def apply_limits(
         return f if os.path.exists(f) else None
 
     def first(limit: str, *choices: tuple[str | None, str, Backend]) -> None:
-        """Write to the first file that exists (v2 before v1) and record its backend."""
+        """The first file that exists (v2 before v1) takes the limit."""
         for path, value, backend in choices:
             if path is not None:
-                _set(limit, path, value)
-                report[limit] = backend
+                plan.append((limit, backend, [(path, value)]))
                 return
-        report[limit] = Backend.UNSUPPORTED
+        plan.append((limit, Backend.UNSUPPORTED, []))
 
     for lim, fname in (
         ("memory_max", "memory.max"),
@@ -150,16 +162,13 @@ def apply_limits(
         f = v2file("cpu.max") if "cpu" in v2c else None
         qf, pf = v1file("cpu", "cpu.cfs_quota_us"), v1file("cpu", "cpu.cfs_period_us")
         if f is not None:
-            _set("cpu_max", f, format_cpu_max(quota, period))
-            report["cpu_max"] = Backend.V2
+            plan.append(("cpu_max", Backend.V2, [(f, format_cpu_max(quota, period))]))
         elif qf is not None and pf is not None:
             # Lift the quota first: a period shorter than the current quota would be refused.
-            _set("cpu_max", qf, "-1")
-            _set("cpu_max", pf, str(period))
-            _set("cpu_max", qf, "-1" if quota is None else str(quota))
-            report["cpu_max"] = Backend.V1
+            v1q = "-1" if quota is None else str(quota)
+            plan.append(("cpu_max", Backend.V1, [(qf, "-1"), (pf, str(period)), (qf, v1q)]))
         else:
-            report["cpu_max"] = Backend.UNSUPPORTED
+            plan.append(("cpu_max", Backend.UNSUPPORTED, []))
 
     if limits.cpu_weight is not None:
         first(
@@ -179,7 +188,7 @@ def apply_limits(
             (v2file("pids.max") if "pids" in v2c else None, str(limits.pids_max), Backend.V2),
             (v1file("pids", "pids.max"), str(limits.pids_max), Backend.V1),
         )
-    return report
+    return plan
 
 
 # -- stats-----------------------------------------------------------------------------------

@@ -55,6 +55,26 @@ _COUNTERS: dict[str, dict[str, tuple[str, str]]] = {
 }
 
 
+def limits_not_applied(cfg: Any, why: str) -> list[str]:
+    """One line per watcher of ``cfg`` with cgroup limits configured: they will not be applied, ``why``."""
+    out = []
+    for w in cfg.watchers:
+        keys = [f.name for f in dataclasses.fields(w.cgroup) if getattr(w.cgroup, f.name) is not None]
+        if keys:
+            out.append(f"[watcher:{w.name}] {', '.join(keys)}: not applied, {why}")
+    return out
+
+
+def check_warnings(cfg: Any) -> list[str]:
+    """What `circusd --check` can tell of the cgroup limits without touching the system: none is applied
+    when `[circus] cgroup_root` turns cgroups off. (Which controllers a host offers is only known at start,
+    where each limit no backend serves is logged.)"""
+    root = getattr(cfg.circus, "cgroup_root", None)
+    if root not in kcg.OFF_SETTINGS:
+        return []
+    return limits_not_applied(cfg, f"[circus] cgroup_root = {root} turns cgroups off")
+
+
 class WatcherHandle(kcg.Placement):
     """A watcher's cgroup plus the fds the spawner needs (kernel/cgroup.Placement), and its event state."""
 
@@ -120,6 +140,8 @@ class CgroupManager:
             if tree is None:
                 tree = kcg.tree_for(getattr(cfg.circus, "cgroup_root", None))
                 if tree is None:
+                    for line in check_warnings(cfg):
+                        log.warning("%s", line)
                     return None
         except kcg.CgroupError as exc:
             log.warning(
@@ -127,6 +149,8 @@ class CgroupManager:
                 "(set [circus] cgroup_root to a writable cgroup, or run under systemd with Delegate=yes)",
                 exc,
             )
+            for line in limits_not_applied(cfg, "cgroups are unavailable"):
+                log.warning("%s", line)
             return None
         log.info("cgroups: %r", tree)
         if tree.supervisor is not None:
@@ -252,8 +276,28 @@ class CgroupManager:
         `watcher.<name>.updated`. Raises CgroupError when the kernel refuses a value.
         """
         async with watcher.lock:
-            report = self.apply_limits(watcher.name, kcg.CgroupLimits(**changes))
             cfg = watcher.config
+            wanted = kcg.CgroupLimits(**changes)
+            handle = self._handles[watcher.name]
+            backends = handle.cg.limit_backends(wanted)
+            unsupported = [k for k, b in backends.items() if b == kcg.Backend.UNSUPPORTED]
+            if unsupported:
+                # Accepted, the value would show in `get` while nothing enforces it: refuse, change nothing.
+                raise CommandError(
+                    f"cannot set {', '.join(unsupported)}: this host's cgroups cannot apply it (no v2 "
+                    f"controller enabled for the watcher's cgroup and no v1 equivalent)"
+                )
+            before = kcg.CgroupLimits(**{k: getattr(cfg.cgroup, k) for k in changes})
+            try:
+                report = self.apply_limits(watcher.name, wanted)
+            except kcg.CgroupError:
+                # One write refused after others went through: put those back, so a refused set
+                # changes nothing (a limit never configured goes back to the kernel default).
+                try:
+                    self.apply_limits(watcher.name, before.over(wanted))
+                except kcg.CgroupError as exc:
+                    log.warning("watcher %s: limits not restored after a refused set: %s", watcher.name, exc)
+                raise
             new = dataclasses.replace(cfg, cgroup=dataclasses.replace(cfg.cgroup, **changes))
             if hasattr(new, "raw"):
                 new = dataclasses.replace(new, raw={**new.raw, **texts})

@@ -385,3 +385,30 @@ def test_rm_nostop_then_add_of_the_same_name_does_not_adopt_the_old_workers(
         assert not _alive(fd), "a worker left by rm --nostop outlived circusd"
     finally:
         os.close(fd)
+
+
+def test_set_of_a_limit_this_host_cannot_apply_is_refused_and_changes_nothing(
+    circusd: Any, cgroup_root: str, host: kcg.CgroupHost
+) -> None:
+    d = circusd(watcher_ini("sl", "sleep 600", pids_max=5))
+    if v2_dir(host, cgroup_root, "sl").joinpath("memory.max").exists():
+        pytest.skip("the v2 memory controller serves memory_max here")
+    pids = _limit_file(host, cgroup_root, "sl", "pids.max", "pids", "pids.max")
+    bad = d.call("set", name="sl", options={"memory_max": "64M", "pids_max": "7"})
+    assert bad["status"] == "error" and bad["errno"] == 5 and "memory_max" in bad["reason"], bad
+    assert pids.read_text().split() == ["5"]
+    assert ok(d.call("get", name="sl", keys=["pids_max"]))["options"] == {"pids_max": "5"}
+    assert d.call("get", name="sl", keys=["memory_max"])["status"] == "error"  # never configured
+
+
+def test_cgroup_root_off_warns_that_configured_limits_are_not_applied(circusd: Any) -> None:
+    import subprocess
+
+    from conftest import circusd_argv
+
+    d = circusd(watcher_ini("sl", "sleep 600", pids_max=5, cpu_max="50%"), cgroup_root="off")
+    wait_for(lambda: d.pids("sl"), what="sl's worker")
+    wanted = "[watcher:sl] cpu_max, pids_max: not applied, [circus] cgroup_root = off"
+    wait_for(lambda: wanted in d.log_text(), what="the start-up warning")
+    check = subprocess.run(circusd_argv("--check", str(d.path)), capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0 and f"warning: {wanted}" in check.stderr, check.stderr

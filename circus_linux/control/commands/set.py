@@ -11,7 +11,9 @@ Request properties:
 Reply: `{"status": "ok"}`.
 Cgroup limits (memory_max, memory_high, memory_swap_max, cpu_max, cpu_weight, io_weight, pids_max) are
 parsed like the ini (`256M`, `20%`, `max`), written to the watcher's cgroup at once and kept in its
-config; a bad value is errno 3 naming the key, a value the kernel refuses (or no cgroups) errno 5.
+config; a bad value is errno 3 naming the key; a value the kernel refuses, a limit this host's cgroups
+cannot apply (no controller for it, say memory_max where cgroup2 has no memory controller), or no
+cgroups at all: errno 5 naming the key, and nothing is changed.
 Errors: errno 3 "program NAME not found", a bad value, a key that only the configuration file can change
 (`sockets`, `name`, ...), numprocesses above 1 for a singleton.
 CLI: `circusctl set <name> <key> <value> [key value...] [--waiting]`

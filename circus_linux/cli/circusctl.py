@@ -73,6 +73,8 @@ COMMAND_HELP = {
     "--endpoint PUBSUB listen [TOPIC...]",
     "logs": "captured output of a watcher: logs NAME [-f] [--wid N] [--lines N] [--pubsub ENDPOINT]",
     "keygen": "write a CURVE key pair (no circusd needed): keygen DIR [NAME]",
+    "dashboard-url": "the [circus] httpd dashboard's URL with its action token (read from the file circusd "
+    "writes beside the control socket, readable by the control socket's users only)",
 }
 # `set` values Circus's own circusctl converts before sending; the rest travel as text (circusd parses them).
 _INT_KEYS = {"numprocesses", "max_retry", "max_age", "max_age_variance", "priority"}
@@ -266,6 +268,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--lines", type=int, default=20, help="how many of the last lines (default 20)")
     p.add_argument("--pubsub", help="event endpoint for -f (default: circusd's pubsub_endpoint)")
     p.add_argument("--count", type=int, help=argparse.SUPPRESS)  # -f: exit after COUNT new lines (tests)
+    add("dashboard-url")
     p = add("keygen")
     p.add_argument("directory")
     p.add_argument("keyname", nargs="?", default="client", help="file name stem (default: client)")
@@ -764,6 +767,8 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
         from circus_linux.cli.multihost import keygen
 
         return keygen(ns.directory, ns.keyname, out, err)
+    if ns.command == "dashboard-url":
+        return dashboard_url(ns, out, err)
     tunnel = None
     if ns.ssh:
         from circus_linux.cli.multihost import SshTunnel
@@ -783,6 +788,28 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
     finally:
         if tunnel is not None:
             tunnel.close()
+
+
+def dashboard_url(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """`circusctl dashboard-url`: print the URL (with the token) circusd wrote for the control endpoint."""
+    from circus_linux.control.webtoken import read_url, token_path
+
+    endpoints = list(ns.endpoint or [])
+    endpoint = endpoints[0] if endpoints else os.environ.get("CIRCUSCTL_ENDPOINT") or DEFAULT_ENDPOINT
+    path = token_path(endpoint)
+    if path is None:
+        print(f"error: no dashboard token file for {endpoint} (no XDG_RUNTIME_DIR)", file=err)
+        return EXIT_USAGE
+    try:
+        print(read_url(path), file=out)
+    except FileNotFoundError:
+        print(f"error: {path} does not exist: is circusd running with [circus] httpd = true?", file=err)
+        return EXIT_UNREACHED
+    except OSError as exc:
+        print(f"error: {path}: {exc.strerror}: only users who may use the control socket may act on the "
+              "dashboard", file=err)
+        return EXIT_UNREACHED
+    return EXIT_OK
 
 
 def _run(

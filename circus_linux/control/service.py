@@ -54,6 +54,7 @@ class ControlService:
         self._started = False
         self._circus = circus
         self.web: Any = None  # circus_linux.web.service.WebService when [circus] httpd = true
+        self.web_token: Any = None  # its control.webtoken.DashboardToken
         self._drops: set[asyncio.Task[None]] = set()  # _drop_subscribers runs (owned: close cancels them)
         self._drop_lock = asyncio.Lock()
 
@@ -136,10 +137,37 @@ class ControlService:
         if getattr(self._circus, "httpd", False):
             # Imported here: a circusd without httpd never loads the dashboard. Buttons go through
             # server.execute, the very dispatch ZeroMQ requests take.
+            from circus_linux.control.webtoken import DashboardToken
             from circus_linux.web.service import WebService
 
-            self.web = WebService(self.arbiter, self._circus, self.server.execute)
+            self.web_token = DashboardToken()
+            self.web = WebService(self.arbiter, self._circus, self.server.execute, self.web_token.check)
             await self.web.start()
+            self._publish_web_token()
+
+    def _publish_web_token(self) -> None:
+        """Write the dashboard's URL and token where exactly the control socket's users can read it."""
+        from circus_linux.control.webtoken import token_path
+
+        assert self.web is not None and self.web_token is not None
+        path = token_path(self._circus.endpoint)
+        if path is None:
+            log.warning(
+                "httpd: no private place for the dashboard's token (a tcp:// endpoint, no "
+                "XDG_RUNTIME_DIR): its pages are open, its buttons refuse every action"
+            )
+            return
+        try:
+            self.web_token.publish(path, self.web.base_url, self.ipc_perms)
+        except OSError as exc:
+            log.error("httpd: cannot write the dashboard's token to %s: %s; its buttons refuse every action",
+                      path, exc)
+            return
+        log.info(
+            "httpd: the dashboard's buttons need the token in %s (same owner, group and mode as the control "
+            "socket): `circusctl dashboard-url` prints the URL to open",
+            path,
+        )
 
     async def close_commands(self) -> None:
         """Close the command side only: the dashboard, the requests in flight (cancelled) and the ROUTER.
@@ -151,6 +179,8 @@ class ControlService:
         if self.web is not None:
             await self.web.close()
             self.web = None
+        if self.web_token is not None:
+            self.web_token.remove()
         await self.server.close()
 
     async def close(self, flush: float = 0.0) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
+import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -13,6 +15,8 @@ from circus_linux.control.commands import COMMANDS
 from circus_linux.web import metrics
 from circus_linux.web.collector import Collector
 from circus_linux.web.http import Request, Response, StreamResponse
+
+log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
 STATIC_TYPES = {
@@ -28,6 +32,14 @@ LOGS_LEASE = 60.0  # seconds of live output per /api/logs call; the page asks ag
 
 # The control server's own request runner: frame in, (reply, cast?, deferred work) out.
 Dispatch = Callable[[bytes], Awaitable[tuple[dict[str, Any], bool, Callable[[], Awaitable[Any]] | None]]]
+# The control layer's token check (control/webtoken.py): True when the token may act.
+Authorize = Callable[[str | None], bool]
+TOKEN_COOKIE = "circus_token"
+TOKEN_HEADER = "x-circus-token"
+NO_TOKEN = (
+    "the dashboard's buttons need its token: open the URL `circusctl dashboard-url` prints "
+    "(only users who may use the control socket can read it)"
+)
 
 
 def _json(data: Any, status: int = 200) -> Response:
@@ -38,24 +50,76 @@ def _sse(event: str, data: Any) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
 
 
-class Dashboard:
-    """The request handler; `allowed_hosts` is what the Host header may name (DNS-rebinding guard).
+def _cookie(header: str, name: str) -> str | None:
+    for part in header.split(";"):
+        key, sep, value = part.strip().partition("=")
+        if sep and key == name:
+            return value
+    return None
 
-    None turns the guard off: for a dashboard deliberately bound to a non-loopback address.
+
+class Dashboard:
+    """The request handler; `allowed_hosts` is what the Host header may name (DNS-rebinding guard), and
+    `ip_literals` lets a bare address through too (a dashboard bound off loopback: a rebound DNS name
+    is still refused, an address typed in the URL bar cannot be rebound).
+
+    Pages, JSON reads and /metrics are open; every action needs the token `authorize` accepts.
     """
 
-    def __init__(self, collector: Collector, dispatch: Dispatch, allowed_hosts: set[str] | None) -> None:
+    def __init__(
+        self,
+        collector: Collector,
+        dispatch: Dispatch,
+        allowed_hosts: set[str],
+        authorize: Authorize,
+        ip_literals: bool = False,
+    ) -> None:
         self.collector = collector
         self.dispatch = dispatch
         self.allowed_hosts = allowed_hosts
+        self.authorize = authorize
+        self.ip_literals = ip_literals
+        self.refused = 0
         self._deferred: set[asyncio.Task[None]] = set()
 
     def _host_ok(self, request: Request) -> bool:
-        if self.allowed_hosts is None:
-            return True
         host = request.headers.get("host", "")
-        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        return name.strip("[]").lower() in self.allowed_hosts
+        name = (host.rsplit(":", 1)[0] if not host.endswith("]") else host).strip("[]").lower()
+        if name in self.allowed_hosts:
+            return True
+        if not self.ip_literals:
+            return False
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            return False
+        return True
+
+    def _token(self, request: Request) -> str | None:
+        return (
+            request.headers.get(TOKEN_HEADER)
+            or _cookie(request.headers.get("cookie", ""), TOKEN_COOKIE)
+            or next(iter(request.query.get("token", ())), None)
+        )
+
+    def _refuse(self, request: Request, why: str) -> Response:
+        self.refused += 1
+        peer = request.peer or "?"
+        log.warning("httpd: refused %s %s from %s: %s", request.method, request.path, peer, why)
+        return _json({"status": "error", "reason": why}, 403)
+
+    def _page(self, request: Request) -> Response:
+        # `/?token=T`: the URL circusctl dashboard-url prints. A good token becomes an HttpOnly,
+        # SameSite=Strict cookie (no script can read it, no other site's request carries it) and the
+        # browser is sent to the bare page, so the token leaves the address bar and the history.
+        token = next(iter(request.query.get("token", ())), None)
+        if token is None:
+            return self.static("index.html")
+        if not self.authorize(token):
+            self._refuse(request, "wrong dashboard token in the page URL")
+            return self.static("index.html")
+        cookie = f"{TOKEN_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict"
+        return Response(303, b"", headers={"Location": "/", "Set-Cookie": cookie})
 
     async def __call__(self, request: Request) -> Response | StreamResponse:
         if not self._host_ok(request):
@@ -68,7 +132,7 @@ class Dashboard:
         if request.method not in ("GET", "HEAD"):
             return Response(405, b"method not allowed\n", headers={"Allow": "GET, POST"})
         if path in ("/", "/index.html"):
-            return self.static("index.html")
+            return self._page(request)
         if path.startswith("/static/"):
             return self.static(path[len("/static/") :])
         if path == "/metrics":
@@ -140,9 +204,16 @@ class Dashboard:
         # answer; a page of another origin that tries anyway names itself in Origin.
         if not request.headers.get("content-type", "").startswith("application/json"):
             return Response(415, b"application/json expected\n")
+        # The Host header passed the guard above, so it names us: a browser's request from our own page
+        # has Origin http://<Host> and Sec-Fetch-Site same-origin; a tool (curl) sends neither.
         origin = request.headers.get("origin")
         if origin is not None and origin != f"http://{request.headers.get('host', '')}":
-            return Response(403, b"cross-origin request refused\n")
+            return self._refuse(request, f"cross-origin request from {origin}")
+        site = request.headers.get("sec-fetch-site")
+        if site is not None and site not in ("same-origin", "none"):
+            return self._refuse(request, f"cross-site request (Sec-Fetch-Site: {site})")
+        if not self.authorize(self._token(request)):
+            return self._refuse(request, NO_TOKEN)
         try:
             msg = json.loads(request.body)
             command, props = msg["command"], dict(msg.get("properties") or {})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ class Request:
     query: dict[str, list[str]]
     headers: dict[str, str]  # lower-cased names
     body: bytes = b""
+    peer: str = ""  # the client's address, for log lines
 
 
 @dataclass
@@ -157,6 +159,9 @@ class HttpServer:
             writer.write(_head(exc.status, "text/plain; charset=utf-8", {}, len(body)) + body)
             await writer.drain()
             return
+        peername = writer.get_extra_info("peername")
+        if isinstance(peername, tuple) and peername:
+            request = dataclasses.replace(request, peer=f"{peername[0]}:{peername[1]}")
         try:
             response = await self._handler(request)
         except Exception:  # a handler bug costs one 500, never the server

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import pwd
 import re
+import stat
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from conftest import wait_for
@@ -27,6 +34,13 @@ def httpd_port(daemon: Any) -> int:
     return int(found.group(1))
 
 
+def dashboard_token(daemon: Any) -> str:
+    """The token circusd wrote beside its control socket (`circusctl dashboard-url` prints that file)."""
+    path = Path(daemon.endpoint[len("ipc://") :] + ".dashboard")
+    wait_for(path.exists, 10, what=f"{path}")
+    return parse_qs(urlsplit(path.read_text().strip()).query)["token"][0]
+
+
 def request(
     port: int, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
 ) -> tuple[int, dict[str, str], bytes]:
@@ -46,6 +60,13 @@ def request(
 def web(circusd: Any) -> tuple[Any, int]:
     daemon = circusd(WATCHER, httpd="true", httpd_port=0)
     return daemon, httpd_port(daemon)
+
+
+def act(daemon: Any, port: int, body: Any, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    """POST /api/command with the token, as the page does once its cookie is set."""
+    hdrs = {"Cookie": f"circus_token={dashboard_token(daemon)}", **(headers or {})}
+    status, _, data = request(port, "POST", "/api/command", body, hdrs)
+    return status, data
 
 
 def test_page_and_assets_are_served(web: tuple[Any, int]) -> None:
@@ -80,30 +101,27 @@ def test_snapshot_matches_the_control_channel(web: tuple[Any, int]) -> None:
 
 def test_incr_button_goes_through_the_control_layer(web: tuple[Any, int]) -> None:
     daemon, port = web
-    status, _, body = request(
-        port, "POST", "/api/command", {"command": "incr", "properties": {"name": "pool"}}
-    )
+    status, body = act(daemon, port, {"command": "incr", "properties": {"name": "pool"}})
     assert status == 200, body
     assert json.loads(body)["numprocesses"] == 2
     assert daemon.call("numprocesses", name="pool")["numprocesses"] == 2
     wait_for(lambda: len(daemon.pids("pool")) == 2, 10, what="second worker")
-    status, _, body = request(
-        port, "POST", "/api/command", {"command": "decr", "properties": {"name": "pool"}}
-    )
+    status, body = act(daemon, port, {"command": "decr", "properties": {"name": "pool"}})
     assert status == 200 and daemon.call("numprocesses", name="pool")["numprocesses"] == 1
     # Errors come back the way the control channel words them.
-    status, _, body = request(port, "POST", "/api/command", {"command": "incr", "properties": {"name": "zz"}})
+    status, body = act(daemon, port, {"command": "incr", "properties": {"name": "zz"}})
     assert status == 400 and "zz" in json.loads(body)["reason"]
 
 
 def test_actions_are_limited_and_cross_site_requests_refused(web: tuple[Any, int]) -> None:
     daemon, port = web
-    status, _, body = request(port, "POST", "/api/command", {"command": "quit", "properties": {}})
+    status, body = act(daemon, port, {"command": "quit", "properties": {}})
     assert status == 403 and b"not a dashboard action" in body
     incr = {"command": "incr", "properties": {"name": "pool"}}
-    # A page of another site names itself in Origin; a rebound DNS name shows in Host.
-    assert request(port, "POST", "/api/command", incr, {"Origin": "http://evil.example"})[0] == 403
-    assert request(port, "POST", "/api/command", incr, {"Host": "evil.example:80"})[0] == 421
+    # A page of another site names itself in Origin (and Sec-Fetch-Site); a rebound DNS name shows in Host.
+    assert act(daemon, port, incr, {"Origin": "http://evil.example"})[0] == 403
+    assert act(daemon, port, incr, {"Sec-Fetch-Site": "cross-site"})[0] == 403
+    assert act(daemon, port, incr, {"Host": "evil.example:80"})[0] == 421
     # A plain HTML form cannot send JSON: text/plain is refused.
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     conn.request("POST", "/api/command", body=json.dumps(incr), headers={"Content-Type": "text/plain"})
@@ -172,3 +190,79 @@ stdout_stream.filename = {tmp_path}/talk.log
 
     data = wait_for(tail, 10, interval=0.1, what="captured output in /api/logs")
     assert all(x["watcher"] == "talk" for x in data["lines"])
+
+
+def test_httpd_bypass_auth_dashboard_actions_need_the_control_sockets_token(circusd: Any) -> None:
+    """Regression (security review #2): the dashboard let any local user stop watchers the control
+    socket's permissions kept them from. Every action now needs the token circusd writes beside the
+    control socket with the socket's own owner/group/mode; pages and /metrics stay open."""
+    daemon = circusd(WATCHER, httpd="true", httpd_port=0)
+    port = httpd_port(daemon)
+    token_file = Path(daemon.endpoint[len("ipc://") :] + ".dashboard")
+    wait_for(token_file.exists, 10, what="token file")
+    sock = Path(daemon.endpoint[len("ipc://") :])
+    st, sst = token_file.stat(), sock.stat()
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (sst.st_uid, sst.st_gid, 0o600)
+    stop = {"command": "stop", "properties": {"name": "pool", "waiting": True}}
+    # No token, a wrong one (header, cookie, query): 403, logged, the watcher untouched.
+    assert request(port, "POST", "/api/command", stop)[0] == 403
+    assert request(port, "POST", "/api/command", stop, {"X-Circus-Token": "nope"})[0] == 403
+    assert request(port, "POST", "/api/command", stop, {"Cookie": "circus_token=nope"})[0] == 403
+    assert request(port, "POST", "/api/command?token=nope", stop)[0] == 403
+    wait_for(lambda: "httpd: refused POST /api/command from 127.0.0.1" in daemon.log_text(), 10)
+    assert daemon.call("status", name="pool")["status"] == "active"
+    # Read-only pages and /metrics stay open.
+    assert request(port, "GET", "/api/snapshot")[0] == 200
+    assert request(port, "GET", "/metrics")[0] == 200
+    # uid nobody can neither read the token nor act without it.
+    nobody = pwd.getpwnam("nobody").pw_uid
+    probe = (
+        "import http.client, json, sys\n"
+        "try:\n    open(sys.argv[2]).read(); print('read')\nexcept PermissionError:\n    print('denied')\n"
+        "c = http.client.HTTPConnection('127.0.0.1', int(sys.argv[1]), timeout=5)\n"
+        "c.request('POST', '/api/command', json.dumps({'command': 'stop', 'properties': {'name': 'pool'}}),"
+        " {'Content-Type': 'application/json'})\n"
+        "print(c.getresponse().status)\n"
+    )
+    done = subprocess.run(
+        ["setpriv", f"--reuid={nobody}", "--regid=nogroup", "--clear-groups", sys.executable, "-c", probe,
+         str(port), str(token_file)],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert done.stdout.split() == ["denied", "403"], done.stderr
+    assert daemon.call("status", name="pool")["status"] == "active"
+    # The URL `circusctl dashboard-url` prints sets an HttpOnly, SameSite=Strict cookie and drops the
+    # token from the address bar; the cookie then acts.
+    url = subprocess.run(
+        [sys.executable, "-P", "-m", "circus_linux.cli.circusctl", "--endpoint", daemon.endpoint,
+         "dashboard-url"], capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert url.returncode == 0, url.stderr
+    parts = urlsplit(url.stdout.strip())
+    assert parts.port == port and parts.path == "/"
+    status, headers, _ = request(port, "GET", f"/?{parts.query}")
+    assert status == 303 and headers["location"] == "/"
+    cookie = headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    status, _, body = request(port, "POST", "/api/command", stop, {"Cookie": cookie.split(";")[0]})
+    assert status == 200, body
+    assert daemon.call("status", name="pool")["status"] == "stopped"
+    # circusd's exit removes the file.
+    daemon.stop()
+    assert not token_file.exists()
+
+
+def test_httpd_exposed_non_loopback_host_needs_insecure(tmp_path: Path) -> None:
+    """Regression (security review #1): httpd_host = 0.0.0.0 started without CURVE or `insecure`."""
+    ini = tmp_path / "c.ini"
+    ini.write_text(
+        f"[circus]\nendpoint = ipc://{tmp_path}/c.sock\npubsub_endpoint = ipc://{tmp_path}/p.sock\n"
+        f"stats_endpoint = ipc://{tmp_path}/s.sock\nhttpd = true\nhttpd_host = 0.0.0.0\n"
+        "[watcher:a]\ncmd = sleep 1\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-P", "-m", "circus_linux", "--check", str(ini)],
+        capture_output=True, text=True, timeout=30, env={**os.environ},
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert f"{ini}" in done.stderr + done.stdout and "httpd_host" in done.stderr + done.stdout

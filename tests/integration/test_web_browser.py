@@ -9,6 +9,7 @@ import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from conftest import wait_for
@@ -59,11 +60,16 @@ def test_dashboard_in_chromium(circusd: Any, tmp_path: Path) -> None:
         wait_for(lambda: re.search(r"dashboard on http://[^:]+:(\d+)/", daemon.log_text()), 10).group(1)
     )
     wait_for(lambda: daemon.pids("pool"), 10, what="pool worker")
+    # The buttons need the token: open the URL circusd wrote beside its control socket (what
+    # `circusctl dashboard-url` prints); the page turns it into a cookie and drops it from the URL.
+    token_file = Path(daemon.endpoint[len("ipc://") :] + ".dashboard")
+    wait_for(token_file.exists, 10, what="dashboard token file")
+    query = urlsplit(token_file.read_text().strip()).query
     shot = tmp_path / "dashboard.png"
     profile = tmp_path / "chromium-profile"  # a new, empty profile every run
     profile.mkdir()
     done = subprocess.run(
-        ["node", str(DRIVER), f"http://127.0.0.1:{port}/", str(shot), str(profile)],
+        ["node", str(DRIVER), f"http://127.0.0.1:{port}/?{query}", str(shot), str(profile)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -79,6 +85,7 @@ def test_dashboard_in_chromium(circusd: Any, tmp_path: Path) -> None:
     assert seen["numprocesses_before"] == 1 and seen["numprocesses_after"] == 2
     assert seen["errors"] == []
     assert "no output captured" in seen["tail"]
+    assert seen["url"] == f"http://127.0.0.1:{port}/", "the token left the address bar"
     # The click went through the control layer: the control channel agrees.
     assert daemon.call("numprocesses", name="pool")["numprocesses"] == 2
     wait_for(lambda: len(daemon.pids("pool")) == 2, 10, what="second worker")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import zmq
@@ -121,3 +122,34 @@ def test_hosts_file(tmp_path: Path) -> None:
     host = Host("web1", "tcp://10.0.0.1:5555")
     assert reachable_pubsub(host, "tcp://0.0.0.0:5556") == "tcp://10.0.0.1:5556"
     assert reachable_pubsub(host, "tcp://10.0.0.1:5556") == "tcp://10.0.0.1:5556"
+
+
+def test_httpd_exposed_non_loopback_httpd_host_is_a_config_error_naming_the_key() -> None:
+    """Regression (security review #1): a non-loopback httpd_host needs `insecure = true`."""
+    for host in ("0.0.0.0", "::", "10.77.0.1", "box.example"):
+        with pytest.raises(ConfigError) as info:
+            config.loads(f"[circus]\nhttpd = true\nhttpd_host = {host}\n", "/etc/c.ini")
+        (issue,) = info.value.issues
+        assert (issue.file, issue.section, issue.key, issue.line) == ("/etc/c.ini", "circus", "httpd_host", 3)
+    for host in ("localhost", "127.0.0.1", "127.1.2.3", "::1"):
+        config.loads(f"[circus]\nhttpd = true\nhttpd_host = {host}\n", "/c.ini")
+    config.loads("[circus]\nhttpd = false\nhttpd_host = 0.0.0.0\n", "/c.ini")  # no dashboard, no rule
+    cfg = config.loads("[circus]\nhttpd = true\nhttpd_host = 0.0.0.0\ninsecure = true\n", "/c.ini")
+    assert any("httpd_host" in w and "insecure = true" in w for w in cfg.warnings)
+
+
+def test_httpd_exposed_host_guard_off_loopback_takes_own_names_and_addresses_only() -> None:
+    from circus_linux.web.app import Dashboard
+    from circus_linux.web.http import Request
+
+    async def dispatch(body: bytes) -> Any:
+        raise AssertionError("never dispatched")
+
+    def ok(d: Dashboard, host: str) -> bool:
+        return d._host_ok(Request("GET", "/", {}, {"host": host}))
+
+    off = Dashboard(None, dispatch, {"box.example"}, lambda t: False, ip_literals=True)  # type: ignore[arg-type]
+    assert ok(off, "box.example:8080") and ok(off, "10.77.0.1:8080") and ok(off, "[fe80::1]:8080")
+    assert not ok(off, "evil.example:8080") and not ok(off, "")
+    on = Dashboard(None, dispatch, {"localhost", "127.0.0.1"}, lambda t: False)  # type: ignore[arg-type]
+    assert ok(on, "127.0.0.1:1") and not ok(on, "10.77.0.1:8080")

@@ -1,5 +1,5 @@
 // Drives the circus-linux dashboard in headless Chromium (Debian's) with playwright-core.
-// Usage: node dashboard.cjs URL SCREENSHOT_PNG USER_DATA_DIR   (PLAYWRIGHT_CORE = path of the module)
+// Usage: node dashboard.cjs URL?token=T SCREENSHOT_PNG USER_DATA_DIR   (PLAYWRIGHT_CORE = path of the module)
 // Prints one JSON line with what it saw; exits non-zero with a message when a step fails.
 "use strict";
 
@@ -23,7 +23,8 @@ async function main() {
     const page = context.pages()[0] || (await context.newPage());
     const errors = [];
     page.on("pageerror", (e) => errors.push(String(e)));
-    await page.goto(url, { timeout: STEP });
+    await page.goto(url, { timeout: STEP }); // URL?token=...: circusd answers with a cookie and a redirect
+    result.url = page.url();
     const card = page.locator('article.watcher[data-watcher="pool"]');
     await card.waitFor({ timeout: STEP });
     result.watchers = await page.locator("article.watcher h2.name").allTextContents();

@@ -69,13 +69,25 @@ def cgroup_numbers(st: CgroupStats, cpu_percent: float | None) -> dict[str, Any]
     return out
 
 
+def cpu_percent_since(
+    prev: tuple[Any, float, int] | None, handle: Any, now: float, usage_usec: int | None
+) -> float | None:
+    """CPU % (100 = one CPU) since ``prev`` = (handle, time, usage); None when there is no earlier sample
+    of the same cgroup, no time has passed, or the counter went backwards (never a negative figure)."""
+    if prev is None or usage_usec is None or prev[0] is not handle or now <= prev[1] or usage_usec < prev[2]:
+        return None
+    return round(100.0 * (usage_usec - prev[2]) / ((now - prev[1]) * 1e6), 2)
+
+
 class StatsCollector:
     """Per-process and per-watcher figures for one arbiter; keeps the state cpu percentages need."""
 
     def __init__(self, arbiter: Any) -> None:
         self.arbiter = arbiter
         self._procs: dict[int, _Proc] = {}
-        self._cg_prev: dict[str, tuple[float, int]] = {}  # watcher -> (monotonic, cpu usage usec)
+        # watcher -> (its cgroup handle, monotonic, cpu usage usec): a sample counts only against one of
+        # the same cgroup (rm + add of a name makes a new one, whose counter starts again from 0)
+        self._cg_prev: dict[str, tuple[Any, float, int]] = {}
         self._users: dict[int, str] = {}
 
     # ------------------------------------------------------------------ processes
@@ -202,12 +214,11 @@ class StatsCollector:
         if st is None:
             return None
         now = time.monotonic()
-        pct = None
+        for gone in [n for n in self._cg_prev if n not in self.arbiter.watchers]:
+            del self._cg_prev[gone]  # removed watchers: their samples would only pile up
+        pct = cpu_percent_since(self._cg_prev.get(name), cgroups.for_watcher(name), now, st.cpu_usage_usec)
         if st.cpu_usage_usec is not None:
-            prev = self._cg_prev.get(name)
-            if prev is not None and now > prev[0]:
-                pct = round(100.0 * (st.cpu_usage_usec - prev[1]) / ((now - prev[0]) * 1e6), 2)
-            self._cg_prev[name] = (now, st.cpu_usage_usec)
+            self._cg_prev[name] = (cgroups.for_watcher(name), now, st.cpu_usage_usec)
         return cgroup_numbers(st, pct)
 
     def aggregate(self, watcher: Any, infos: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:

@@ -412,3 +412,17 @@ def test_cgroup_root_off_warns_that_configured_limits_are_not_applied(circusd: A
     wait_for(lambda: wanted in d.log_text(), what="the start-up warning")
     check = subprocess.run(circusd_argv("--check", str(d.path)), capture_output=True, text=True, timeout=60)
     assert check.returncode == 0 and f"warning: {wanted}" in check.stderr, check.stderr
+
+
+def test_cgroup_cpu_percent_is_never_negative_after_rm_and_add_of_the_same_name(circusd: Any) -> None:
+    d = circusd("")
+    ok(d.call("add", name="busy", cmd=PY, args=["-c", BUSY], start=True, waiting=True))
+    first = ok(d.call("stats", name="busy"))["cgroup"]["cpu_usage_usec"]
+    wait_for(
+        lambda: ok(d.call("stats", name="busy"))["cgroup"]["cpu_usage_usec"] > first + 200_000,
+        what="the busy watcher's cgroup to count CPU",
+    )
+    ok(d.call("rm", name="busy", waiting=True))
+    ok(d.call("add", name="busy", cmd="sleep 600", start=True, waiting=True))
+    pct = ok(d.call("stats", name="busy"))["cgroup"]["cpu_percent"]
+    assert pct is None or pct >= 0, pct

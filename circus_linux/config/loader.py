@@ -1,6 +1,7 @@
 """load()/loads(): read the main file and its includes, merge, substitute, validate; returns a frozen Config.
 
-Side effects allowed here and nowhere else in config: reading the config files (and globbing includes).
+Side effects allowed here and nowhere else in config: reading the config files (and globbing includes), and
+looking at a watcher's virtualenv (config/virtualenv.py).
 The process environment is only a default argument, used for `$VAR` expansion and `$(circus.env.X)`.
 
 Include rules: `[circus] include = globs...` and `include_dir = dirs...` (every `*.ini` inside; a dir may
@@ -20,7 +21,7 @@ import os
 import stat
 from collections.abc import Mapping
 
-from circus_linux.config import ini
+from circus_linux.config import ini, virtualenv
 from circus_linux.config.env import env_sections, global_env, watcher_env
 from circus_linux.config.ini import Entry, Section
 from circus_linux.config.model import CircusConfig, Config, PluginConfig, SocketConfig, WatcherConfig
@@ -160,6 +161,17 @@ def _read_tree(
         _read_tree(child, target, [*stack, real], col, files, read)
 
 
+def _check_virtualenv(w: WatcherConfig, sec: Section, col: Collector) -> None:
+    """A virtualenv must have a site-packages directory (Circus's load_virtualenv refused one without)."""
+    if not w.virtualenv:
+        return
+    try:
+        virtualenv.site_dir(w.virtualenv, w.virtualenv_py_ver)
+    except ValueError as exc:
+        e = sec.entries["virtualenv"]
+        col.errors.append(ConfigIssue(e.file, sec.name, "virtualenv", str(exc), e.line))
+
+
 def _substituted(sec: Section, env: Mapping[str, str], environ: Mapping[str, str]) -> Section:
     """The section with $(circus.env.X) expanded at load time ([env] values over the process environ)."""
     ctx = {"env." + k: val for k, val in environ.items()}
@@ -211,6 +223,7 @@ def _build(
         wenv = watcher_env(name, envs, environ)
         w = build_watcher(_substituted(sec, wenv, environ), name, wenv, socket_names, col)
         if w is not None:
+            _check_virtualenv(w, sec, col)
             watchers.append(w)
     plugins = tuple(p for n, s in by_kind["plugin:"]
                     if (p := build_plugin(_substituted(s, genv, environ), n, col)) is not None)

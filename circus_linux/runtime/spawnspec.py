@@ -6,9 +6,11 @@ import os
 import pwd
 import resource
 import shlex
+import sys
 from collections.abc import Mapping
 from typing import Any
 
+from circus_linux.config import virtualenv
 from circus_linux.config.substitute import render, watcher_context
 from circus_linux.kernel import native
 
@@ -36,14 +38,21 @@ def render_context(cfg: Any, wid: int, sockets: Mapping[str, int]) -> dict[str, 
 
 
 def build_env(cfg: Any, wid: int, notify_socket: str | None) -> dict[str, str]:
+    """The worker's environment; ValueError when its virtualenv has no site-packages (any more)."""
     env: dict[str, str] = dict(os.environ) if cfg.copy_env else {}
-    if cfg.copy_path and not cfg.copy_env and "PATH" in os.environ:
-        env["PATH"] = os.environ["PATH"]
+    if cfg.copy_path and cfg.copy_env:
+        # Circus's copy_path: circusd's sys.path becomes the worker's PYTHONPATH, under [env]'s. The loader
+        # refuses copy_path without copy_env (as Circus); one `set` live adds nothing.
+        env["PYTHONPATH"] = os.pathsep.join(sys.path)
     env.update(cfg.env)
     if cfg.virtualenv:
-        # Circus's virtualenv option: the venv's bin first on PATH, and VIRTUAL_ENV set, as `activate` does.
+        # Circus's virtualenv option: the venv's bin first on PATH, its packages on PYTHONPATH
+        # (config/virtualenv.py), and VIRTUAL_ENV set, as `activate` does. Circus also required copy_env;
+        # without it the worker gets these three over an empty environment.
         env["VIRTUAL_ENV"] = cfg.virtualenv
         env["PATH"] = os.path.join(cfg.virtualenv, "bin") + os.pathsep + env.get("PATH", DEFAULT_PATH)
+        current = env.get("PYTHONPATH")
+        env["PYTHONPATH"] = virtualenv.pythonpath(cfg.virtualenv, cfg.virtualenv_py_ver, current)
     env["CIRCUS_WID"] = str(wid)
     env["CIRCUS_WATCHER"] = cfg.name
     if cfg.notify and notify_socket:

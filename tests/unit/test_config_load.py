@@ -147,8 +147,10 @@ def test_watcher_defaults_are_circus_defaults():
     assert w.stdout_stream is None and w.hooks == {} and w.rlimits == {} and not w.cgroup.any
 
 
-def test_watcher_keys_parsed():
-    w = ld("""
+def test_watcher_keys_parsed(tmp_path):
+    venv = tmp_path / "venv"
+    (venv / "lib" / "python3.9" / "site-packages").mkdir(parents=True)
+    w = ld(f"""
         [watcher:web]
         cmd = python -m app
         args = --port 80
@@ -173,7 +175,8 @@ def test_watcher_keys_parsed():
         on_demand = true
         close_child_stdin = false
         close_child_stderr = true
-        virtualenv = /venv
+        virtualenv = {venv}
+        virtualenv_py_ver = 3.9
         notify = true
         ready_timeout = 5
         umask = 002
@@ -184,7 +187,7 @@ def test_watcher_keys_parsed():
     assert w.graceful_timeout == 2.5 and w.stop_signal == signal.SIGQUIT
     assert w.stop_children and w.send_hup and w.max_age == 3600 and w.max_age_variance == 10
     assert not w.respawn and not w.autostart and w.on_demand
-    assert not w.close_child_stdin and w.close_child_stderr and w.virtualenv == "/venv"
+    assert not w.close_child_stdin and w.close_child_stderr and w.virtualenv == str(venv)
     assert w.notify and w.ready_timeout == 5.0 and w.umask == 0o2
     assert w.raw["stop_signal"] == "QUIT"
 
@@ -501,3 +504,21 @@ def test_empty_quoted_value_is_empty_string():
 def test_rlimit_empty_means_unlimited():
     w = ld("[watcher:a]\ncmd = sleep 1\nrlimit_core =\n").watchers[0]
     assert w.rlimits == {"core": resource.RLIM_INFINITY}
+
+
+def test_copy_path_without_copy_env_is_an_error():
+    # Circus's Watcher: "copy_env and copy_path must have the same value"
+    issue = one_error("[watcher:a]\ncmd = x\ncopy_path = true\n")
+    assert (issue.file, issue.section, issue.key, issue.line) == ("test.ini", "watcher:a", "copy_path", 3)
+    assert "copy_env" in issue.message
+    assert ld("[watcher:a]\ncmd = x\ncopy_path = true\ncopy_env = true\n").watchers[0].copy_path
+
+
+def test_virtualenv_without_site_packages_is_an_error(tmp_path):
+    # Circus's load_virtualenv: "<venv>/lib/python<X.Y>/site-packages does not exist"
+    issue = one_error(f"[watcher:a]\ncmd = x\nvirtualenv = {tmp_path}\n")
+    assert (issue.section, issue.key, issue.line) == ("watcher:a", "virtualenv", 3)
+    assert f"{tmp_path}/lib/python" in issue.message and "site-packages" in issue.message
+    (tmp_path / "lib" / "pypy3.10" / "site-packages").mkdir(parents=True)
+    w = ld(f"[watcher:a]\ncmd = x\nvirtualenv = {tmp_path}\nvirtualenv_py_ver = 3.10\n").watchers[0]
+    assert w.virtualenv_py_ver == "3.10"

@@ -182,6 +182,34 @@ def _check_exposure(r: SectionReader, cfg: CircusConfig) -> None:
             r.error_at(e, msg)
         else:
             r.error(msg, key)
+    _check_httpd_exposure(r, cfg)
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for a host name or address literal that binds loopback only: localhost, 127.0.0.0/8, ::1."""
+    host = host.strip().lower()
+    return host in _LOOPBACK_HOSTS or re.fullmatch(r"127(\.\d{1,3}){3}", host) is not None
+
+
+def _check_httpd_exposure(r: SectionReader, cfg: CircusConfig) -> None:
+    # The dashboard's buttons act on watchers: off loopback it is the control channel's rule, with no
+    # CURVE to offer (the dashboard's token travels in clear over http), so only `insecure = true`.
+    if not cfg.httpd or is_loopback_host(cfg.httpd_host):
+        return
+    e = r.sec.entries.get("httpd_host")
+    if cfg.insecure:
+        msg = (f"httpd_host = {cfg.httpd_host} is not loopback (insecure = true): the dashboard and "
+               "/metrics are reachable from the network over plain http; its buttons still need the token")
+        if e is not None:
+            r.warn_at(e, msg)
+        return
+    msg = (f"{cfg.httpd_host} is not a loopback address: refusing to serve the dashboard there; "
+           "bind 127.0.0.1 (and reach it through ssh -L or a reverse proxy that authenticates), "
+           "or set insecure = true")
+    if e is not None:
+        r.error_at(e, msg)
+    else:
+        r.error(msg, "httpd_host")
 
 
 # ---------------------------------------------------------------- [watcher:NAME]

@@ -212,6 +212,9 @@ class StatsStream:
                 continue
             infos: dict[int, dict[str, Any]] = {}
             kids = col.children_of(watcher) if per_process else {}
+            # The children's psutil objects are kept too: pruned, the next tick's cpu_percent would be
+            # a first call again, which psutil answers 0.0 (a child burning a CPU showed 0% here).
+            live.extend(pid for pids in kids.values() for pid in pids)
             for p in watcher.processes():
                 live.append(p.pid)
                 if per_process:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -125,3 +126,30 @@ def test_stream_does_no_work_without_a_subscriber(tmp_path: Path) -> None:
             ctx.term()
 
     asyncio.run(main())
+
+
+def test_stats_stream_children_cpu_is_real_not_always_zero(circusd: Any) -> None:
+    # The worker is sh; its child (a python busy loop) burns a whole CPU.
+    d = circusd(
+        "[watcher:burn]\n"
+        f"cmd = /bin/sh -c '{sys.executable} -c \"while True: pass\"; :'\n"
+    )
+    wait_for(lambda: d.pids("burn"), what="the burn worker")
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    try:
+        sub.connect(d.stats_endpoint)
+        sub.setsockopt(zmq.SUBSCRIBE, b"stat.burn.")
+
+        def child_cpu() -> bool | None:
+            if not sub.poll(100):
+                return None
+            _topic, body = sub.recv_multipart()
+            kids = json.loads(body).get("children") or []
+            return max((k["cpu"] for k in kids), default=0.0) > 20 or None
+
+        wait_for(child_cpu, timeout=30, what="a child's CPU % above 20 on the stats stream")
+    finally:
+        sub.close()
+        ctx.term()

@@ -120,13 +120,22 @@ def apply_stream(model: Model, topic: str, data: Any, now: float) -> None:
     parts = topic.split(".")
     if len(parts) < 2 or parts[0] != "stat" or parts[1] in ("circus", "sockets"):
         return
-    if len(parts) >= 3 and parts[-1].isdigit():
+    if _is_process_stat(parts, data):
         name, pid = ".".join(parts[1:-1]), int(parts[-1])
-        if isinstance(data, dict):
-            model.watcher(name).procs[pid] = {**data, "_seen": now}
-            model.stream_seen = now
+        model.watcher(name).procs[pid] = {**data, "_seen": now}
+        model.stream_seen = now
     else:
         _watcher_extras(model.watcher(".".join(parts[1:])), data)
+
+
+def _is_process_stat(parts: list[str], data: Any) -> bool:
+    """stat.<watcher>.<pid> rather than the aggregate stat.<watcher>, told by content: a watcher may be
+    named `worker.1`, whose aggregate topic `stat.worker.1` reads like process 1 of `worker`. A process's
+    payload has its own pid as an int (the topic's last part); an aggregate has a list of pids, or none."""
+    if len(parts) < 3 or not parts[-1].isdigit() or not isinstance(data, dict):
+        return False
+    pid = data.get("pid")
+    return isinstance(pid, int) and not isinstance(pid, bool) and str(pid) == parts[-1]
 
 
 class Feed:

@@ -24,7 +24,8 @@ shell workers that print a line every few seconds). Signals: TERM/INT/QUIT stop 
 HUP re-reads the config and reloads the workers gracefully, USR2 re-executes circusd in place (same
 PID) keeping its workers and listening sockets (as `circusctl upgrade`). Watchers without hooks,
 sockets, notify, captured output or warmup_delay get their workers spawned before the rest of circusd
-is loaded (CIRCUS_LINUX_PRESTART=0 in the environment turns that off).
+is loaded (only the first watcher with a [circus] warmup_delay, the pause between two watchers' starts;
+CIRCUS_LINUX_PRESTART=0 in the environment turns that off).
 """
 
 

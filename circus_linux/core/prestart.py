@@ -6,7 +6,8 @@ protocol (the notify server), no captured output (the stream hub's pipes and sin
 between spawns. Watchers start one after the other in priority order (ties by name, core/order.py), each
 once the previous one is up, so only the leading run of qualifying watchers in that order is prestarted:
 the first autostart watcher that does not qualify ends it (a watcher that does not autostart is skipped,
-as the start skips it).
+as the start skips it). With a `[circus] warmup_delay`, the arbiter pauses between two watchers' starts,
+so the run is the first autostart watcher at most.
 """
 
 from __future__ import annotations
@@ -72,4 +73,8 @@ def plan(cfg: Any, environ: Mapping[str, str]) -> tuple[list[Any], str]:
             return out, f"watcher {w.name}: {reason}"
         if w.numprocesses > 0:
             out.append(w)
+        if getattr(cfg.circus, "warmup_delay", 0):
+            # The arbiter waits [circus] warmup_delay between two watchers' starts: only the first starts
+            # at once, so only the first may be prestarted.
+            return out, f"[circus] warmup_delay = {cfg.circus.warmup_delay:g}: watcher {w.name} starts first"
     return out, "every autostart watcher"

@@ -203,14 +203,22 @@ class Arbiter:
         return watcher
 
     async def start(self, announce: bool = True) -> None:
-        """Start every autostart watcher in priority order, then (announce) tell systemd we are ready.
+        """Start every autostart watcher in priority order, `[circus] warmup_delay` apart, then (announce)
+        tell systemd we are ready.
 
         With announce=False the caller calls announce() itself, once what else it serves is up too (circusd
         binds its control channel meanwhile: READY=1 means circusctl works)."""
         plugins = await start_plugin_watchers(self.watchers.values())
+        delay = self.config.circus.warmup_delay
+        started = False
         for watcher in _ordered(list(self.watchers.values())):
             if watcher.config.autostart and watcher not in plugins:
+                if started and delay:
+                    # Circus's [circus] warmup_delay: a pause between two watchers' starts (not after the
+                    # last one: READY=1 would only come later). The start is cancelled at shutdown.
+                    await asyncio.sleep(delay)
                 await watcher.start(wait=True)
+                started = True
         if announce:
             self.announce()
 

@@ -237,3 +237,25 @@ def test_a_prestarted_worker_that_dies_counts_against_max_retry(circusd: Any, tm
     wait_for(lambda: d.call("status", name="w").get("status") == "stopped", what="the watcher stopped")
     assert runs.read_text().splitlines() == ["run"], d.log_text()
     assert "(last exit code 3)" in d.log_text()
+
+
+def _start_seconds(pid: int) -> float:
+    """When pid started, in seconds since boot (/proc/PID/stat starttime, in clock ticks)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2 :].split()[19]) / os.sysconf("SC_CLK_TCK")
+
+
+def test_circus_warmup_delay_never_applied(circusd: Any) -> None:
+    # Circus's Arbiter._start_watchers sleeps [circus] warmup_delay after each watcher's start; only the
+    # first watcher can be prestarted then.
+    d = circusd(
+        "[watcher:first]\ncmd = /bin/sleep 1000\npriority = 2\n"
+        "[watcher:second]\ncmd = /bin/sleep 1000\npriority = 1\n",
+        warmup_delay=0.6,
+    )
+    second = wait_for(lambda: d.pids("second"), what="the second watcher's worker")
+    first = d.pids("first")
+    assert _start_seconds(second[0]) - _start_seconds(first[0]) >= 0.55
+    log = d.log_text()
+    assert "prestart: 1 workers spawned before the event loop (first 1)" in log, log
+    assert "[circus] warmup_delay = 0.6: watcher first starts first" in log, log

@@ -24,6 +24,20 @@ def test_plain_watchers_are_prestarted_in_start_order() -> None:
     assert ended == "every autostart watcher"
 
 
+def test_circus_warmup_delay_never_applied_prestarts_the_first_watcher_only() -> None:
+    text = (
+        "[circus]\nwarmup_delay = 2\n[watcher:b]\ncmd = /bin/sleep 1\n[watcher:a]\ncmd = /bin/sleep 1\n"
+        "[watcher:c]\ncmd = /bin/sleep 1\nautostart = false\npriority = 9\n"
+    )
+    assert _plan(text) == (["a"], "[circus] warmup_delay = 2: watcher a starts first")
+    # a first watcher that cannot be prestarted leaves none
+    names, ended = _plan(text.replace("[watcher:a]\n", "[watcher:a]\nnotify = true\n"))
+    assert names == [] and ended.startswith("watcher a:")
+    # the delay comes after a first watcher of 0 processes too: nothing after it is prestarted
+    names, _ = _plan(text.replace("[watcher:a]\n", "[watcher:a]\nnumprocesses = 0\n"))
+    assert names == []
+
+
 def test_priority_ties_start_in_file_order() -> None:
     # Circus sorts the watchers by name, then stable by priority: ties start in name order, in the
     # prestart as in the arbiter (whose order the prestart's leading run must follow)

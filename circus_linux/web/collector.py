@@ -75,7 +75,12 @@ class Collector:
         if len(parts) < 3 or parts[0] != "watcher":
             return
         name, event = ".".join(parts[1:-1]), parts[-1]
-        if event == "spawn" and isinstance(payload.get("spawn_ms"), int | float):
+        if event == "remove":
+            # Its series and output tail go with it: kept, every add/rm cycle of a new name grew the
+            # scrape and the memory without bound.
+            self.spawn.pop(name, None)
+            self.tails.pop(name, None)
+        elif event == "spawn" and isinstance(payload.get("spawn_ms"), int | float):
             self.spawn.setdefault(name, Histogram()).observe(float(payload["spawn_ms"]) / 1000.0)
         elif event in ("stdout", "stderr"):
             text = payload.get("data", payload.get("line", ""))

@@ -100,3 +100,19 @@ def test_scrape_matches_stats(circusd: Any) -> None:
         10,
         what="restart counted",
     )
+
+
+def test_metrics_drop_series_and_output_tails_of_removed_watchers(circusd: Any) -> None:
+    daemon = circusd(WATCHERS, httpd="true", httpd_port=0)
+    port = int(
+        wait_for(lambda: re.search(r"dashboard on http://[^:]+:(\d+)/", daemon.log_text()), 10).group(1)
+    )
+    for i in range(3):
+        ok = daemon.call("add", name=f"gone-{i}", cmd="sleep 600", start=True, waiting=True)
+        assert ok["status"] == "ok", ok
+    wait_for(lambda: "gone-2" in scrape(port)[1], 10, what="the added watchers' series")
+    for i in range(3):
+        assert daemon.call("rm", name=f"gone-{i}", waiting=True)["status"] == "ok"
+    text = scrape(port)[1]
+    assert "gone-" not in text, [line for line in text.splitlines() if "gone-" in line][:5]
+    assert ("circus_spawn_duration_seconds_count", (("watcher", "pool"),)) in samples(text)

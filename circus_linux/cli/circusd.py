@@ -10,8 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 from circus_linux import __version__
 from circus_linux import config as configmod
+from circus_linux.cli import logsetup
 from circus_linux.cli.helpformat import HelpFormatter
-from circus_linux.errors import CircusError, ConfigError, ExitCode
+from circus_linux.cli.logsetup import LogOutput
+from circus_linux.config import loggerconfig
+from circus_linux.errors import CircusError, ConfigError, ConfigIssue, ExitCode
 
 if TYPE_CHECKING:
     import asyncio
@@ -39,7 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="debug, info, warning, error (default: [circus] loglevel or info)",
     )
     p.add_argument(
-        "--log-output", dest="logoutput", help="'-' for stderr (default), 'journal', or a file path"
+        "--log-output",
+        dest="logoutput",
+        help="'-' for stderr (default), 'journal', or a file path; [circus] loggerconfig (an .ini, .json "
+        "or .yaml logging config, as in Circus) replaces --log-level and --log-output",
     )
     p.add_argument("--pidfile", help="write circusd's pid there (default: [circus] pidfile)")
     p.add_argument("--version", action="version", version=f"circus-linux {__version__}")
@@ -53,46 +59,6 @@ def _log() -> logging.Logger:
     return logging.getLogger("circus_linux.circusd")
 
 
-def setup_logging(level: str | None, output: str | None) -> None:
-    import logging
-
-    lvl = getattr(logging, (level or "info").upper(), logging.INFO)
-    handler: logging.Handler
-    if output in (None, "-", "stderr", "stdout") and os.environ.get("JOURNAL_STREAM") and _journal_ok():
-        output = "journal"
-    if output == "journal":
-        from systemd.journal import JournalHandler
-
-        handler = JournalHandler(SYSLOG_IDENTIFIER="circusd")
-        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
-    elif output in (None, "-", "stderr"):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s circusd[%(process)d] %(levelname)s %(name)s: %(message)s")
-        )
-    elif output == "stdout":
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s circusd[%(process)d] %(levelname)s %(name)s: %(message)s")
-        )
-    else:
-        handler = logging.FileHandler(output)
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s circusd[%(process)d] %(levelname)s %(name)s: %(message)s")
-        )
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(lvl)
-
-
-def _journal_ok() -> bool:
-    try:
-        import systemd.journal  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def load_config(path: str | None) -> Any:
     if path is None:
         return configmod.load(configmod.default_config_path())
@@ -104,10 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config)
     except ConfigError as exc:
-        print(f"circusd: invalid configuration ({len(exc.issues)} error(s)):", file=sys.stderr)
-        for issue in exc.issues:
-            print(f"  {issue}", file=sys.stderr)
-        return ExitCode.CONFIG
+        return _config_error(exc)
     except OSError as exc:
         print(f"circusd: cannot read {args.config}: {exc.strerror}", file=sys.stderr)
         return ExitCode.CONFIG
@@ -127,17 +90,27 @@ def main(argv: list[str] | None = None) -> int:
     signals.block()
     if cfg.circus.umask is not None:
         os.umask(cfg.circus.umask)
+    # What circusd itself needs from the config is checked before any worker exists: the log output (or
+    # the loggerconfig) and the pidfile.
+    try:
+        output = _logging_first(cfg, args)
+    except ConfigError as exc:
+        return _config_error(exc)
     pidfile = args.pidfile or cfg.circus.pidfile
     if pidfile:
-        with open(pidfile, "w") as fh:
-            fh.write(f"{os.getpid()}\n")
+        try:
+            with open(pidfile, "w") as fh:
+                fh.write(f"{os.getpid()}\n")
+        except OSError as exc:
+            why = f"cannot write {pidfile}: {_why(exc)}"
+            return _config_error(_issue(cfg, args.pidfile and "--pidfile", "pidfile", why))
     # Workers first: those that need no event loop are spawned now (runtime/prestart.py), and exec while
     # the rest of circusd is imported; the arbiter adopts them.
     from circus_linux.runtime.prestart import prestart
 
     prestarted = prestart(cfg)
     try:
-        return _run(cfg, args, prestarted)
+        return _run(cfg, args, prestarted, output)
     finally:
         prestarted.discard()  # only workers the arbiter never adopted (it failed before): no one else's
         if pidfile:
@@ -145,18 +118,49 @@ def main(argv: list[str] | None = None) -> int:
                 os.unlink(pidfile)
 
 
-def _run(cfg: Any, args: argparse.Namespace, prestarted: Any) -> int:
+def _config_error(exc: ConfigError) -> int:
+    print(f"circusd: invalid configuration ({len(exc.issues)} error(s)):", file=sys.stderr)
+    for issue in exc.issues:
+        print(f"  {issue}", file=sys.stderr)
+    return ExitCode.CONFIG
+
+
+def _issue(cfg: Any, option: str | None, key: str, message: str) -> ConfigError:
+    """An error in what circusd itself uses: named by its command-line `option` when it came from there,
+    by its [circus] key otherwise."""
+    if option is not None:
+        return ConfigError([ConfigIssue("command line", None, option, message)])
+    return ConfigError([ConfigIssue(cfg.path, "circus", key, message)])
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def _logging_first(cfg: Any, args: argparse.Namespace) -> LogOutput | None:
+    """Before the prestart: apply [circus] loggerconfig (None returned: it replaces loglevel and
+    logoutput, as in Circus), or open the log output, without importing logging (cli/logsetup.py)."""
+    if not loggerconfig.is_default(cfg.circus.loggerconfig):
+        try:
+            logsetup.apply_loggerconfig(cfg.circus.loggerconfig)
+        except ValueError as exc:
+            raise _issue(cfg, None, "loggerconfig", str(exc)) from None
+        return None
+    output = args.logoutput or cfg.circus.logoutput
+    option = args.logoutput and "--log-output"
+    try:
+        return logsetup.open_output(output)
+    except ModuleNotFoundError:
+        raise _issue(cfg, option, "logoutput", f"{output}: python-systemd is not installed") from None
+    except OSError as exc:
+        raise _issue(cfg, option, "logoutput", f"cannot open {output}: {_why(exc)}") from None
+
+
+def _run(cfg: Any, args: argparse.Namespace, prestarted: Any, output: LogOutput | None) -> int:
     """Everything after the prestart's spawns: logging (prestart logs nothing: the arbiter reports what it
     did, so logging's imports wait until the workers exec), then the event loop."""
-    output = args.logoutput or cfg.circus.logoutput
-    try:
-        setup_logging(args.loglevel or cfg.circus.loglevel, output)
-    except OSError as exc:
-        print(f"circusd: cannot open the log output {output}: {exc.strerror}", file=sys.stderr)
-        return ExitCode.CONFIG
-    except ImportError:
-        print(f"circusd: log output {output}: python-systemd is not installed", file=sys.stderr)
-        return ExitCode.CONFIG
+    if output is not None:
+        logsetup.setup(args.loglevel or cfg.circus.loglevel, output)
     if args.config is None:
         _log().info("no config given: running the embedded example %s", cfg.path)
     for warning in cfg.warnings:

@@ -1,7 +1,8 @@
 """load()/loads(): read the main file and its includes, merge, substitute, validate; returns a frozen Config.
 
 Side effects allowed here and nowhere else in config: reading the config files (and globbing includes), and
-looking at a watcher's virtualenv (config/virtualenv.py).
+through the checks it calls, looking at a watcher's virtualenv (virtualenv.py) and at [circus]
+loggerconfig (loggerconfig.py).
 The process environment is only a default argument, used for `$VAR` expansion and `$(circus.env.X)`.
 
 Include rules: `[circus] include = globs...` and `include_dir = dirs...` (every `*.ini` inside; a dir may
@@ -21,7 +22,7 @@ import os
 import stat
 from collections.abc import Mapping
 
-from circus_linux.config import ini, virtualenv
+from circus_linux.config import ini, loggerconfig, virtualenv
 from circus_linux.config.env import env_sections, global_env, watcher_env
 from circus_linux.config.ini import Entry, Section
 from circus_linux.config.model import CircusConfig, Config, PluginConfig, SocketConfig, WatcherConfig
@@ -161,6 +162,14 @@ def _read_tree(
         _read_tree(child, target, [*stack, real], col, files, read)
 
 
+def _check_loggerconfig(sec: Section, col: Collector) -> None:
+    """[circus] loggerconfig must be a file circusd can apply (config/loggerconfig.py)."""
+    e = sec.entries["loggerconfig"]
+    message = loggerconfig.problem(e.value)
+    if message is not None:
+        col.errors.append(ConfigIssue(e.file, "circus", "loggerconfig", message, e.line))
+
+
 def _check_virtualenv(w: WatcherConfig, sec: Section, col: Collector) -> None:
     """A virtualenv must have a site-packages directory (Circus's load_virtualenv refused one without)."""
     if not w.virtualenv:
@@ -209,6 +218,8 @@ def _build(
             by_kind[kind].append((name, sec))
 
     circus = build_circus(_substituted(circus_sec, genv, environ) if circus_sec else None, col)
+    if circus_sec is not None and not loggerconfig.is_default(circus.loggerconfig):
+        _check_loggerconfig(circus_sec, col)
     sockets = tuple(build_socket(_substituted(s, genv, environ), n, col) for n, s in by_kind["socket:"])
     socket_names = {s.name.lower(): s.name for s in sockets}
     watchers: list[WatcherConfig] = []

@@ -171,11 +171,11 @@ def test_workers_are_killed_when_circusd_fails_before_adopting_them(tmp_path: Pa
 
 
 @pytest.mark.parametrize("where", ["command line", "config"])
-def test_a_log_output_that_cannot_be_opened_is_reported_and_kills_the_prestarted(
+def test_a_log_output_that_cannot_be_opened_is_reported_before_any_spawn(
     tmp_path: Path, where: str
 ) -> None:
-    # Logging is set up after the prestart's spawns: a log file circusd cannot open is a config error
-    # (exit 1, naming it), and the workers already spawned go with circusd.
+    # The log output is opened before the prestart (logging is set up after it): a log file circusd
+    # cannot open is a config error (exit 1, naming the key or option), and no worker was spawned.
     marker = f"1000.{os.getpid()}{len(where)}"
     bad = tmp_path / "missing-dir" / "circusd.log"
     ini = tmp_path / "c.ini"
@@ -188,7 +188,8 @@ def test_a_log_output_that_cannot_be_opened_is_reported_and_kills_the_prestarted
     opts = ["--log-output", str(bad)] if where == "command line" else []
     out = subprocess.run(circusd_argv(*opts, str(ini)), capture_output=True, text=True, timeout=60)
     assert out.returncode == 1, out.stderr
-    assert f"circusd: cannot open the log output {bad}: No such file or directory" in out.stderr, out.stderr
+    named = "command line --log-output" if where == "command line" else f"{ini} [circus] logoutput"
+    assert f"{named}: cannot open {bad}: No such file or directory" in out.stderr, out.stderr
     assert "Traceback" not in out.stderr
     assert _alive_with_argv(marker) == []
 

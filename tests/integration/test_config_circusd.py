@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import circusd_argv, wait_for
 
 from circus_linux.errors import ExitCode
@@ -82,3 +83,15 @@ def test_loggerconfig_ignored_failing_config_spawns_nothing(circusd: Any, tmp_pa
     log = d.log_text()
     assert "[circus] loggerconfig: cannot apply the logging config" in log and "Traceback" not in log, log
     assert not marker.exists()
+
+
+def test_loggerconfig_ignored_yaml_with_pyyaml(circusd: Any, tmp_path: Path) -> None:
+    pytest.importorskip("yaml")  # optional: without it the loader refuses a .yaml loggerconfig
+    records = tmp_path / "yaml.log"
+    (tmp_path / "log.yaml").write_text(
+        "version: 1\nhandlers:\n  f:\n    class: logging.FileHandler\n"
+        f"    filename: {records}\nroot:\n  handlers: [f]\n  level: INFO\n"
+    )
+    d = circusd("[watcher:w]\ncmd = /bin/sleep 1000\n", loggerconfig=tmp_path / "log.yaml")
+    wait_for(lambda: d.pids("w"), what="the worker")
+    wait_for(lambda: records.exists() and "prestart:" in records.read_text(), what="yaml records")

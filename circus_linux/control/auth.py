@@ -50,8 +50,28 @@ def _load_certificate(path: str) -> tuple[bytes | None, bytes | None]:
     return zmq.auth.load_certificate(path)
 
 
+def check_trusted(path: str, st: os.stat_result, what: str) -> None:
+    """Refuse a key file or directory that a user other than root and circusd's own could change:
+    owned by another user, or writable by its group or others (they could add their own key)."""
+    euid = os.geteuid()
+    if st.st_uid not in (0, euid):
+        raise SecurityError(
+            f"{what} {path} is owned by uid {st.st_uid}, not by root or circusd's user (uid {euid}): "
+            "that user could authorize any key"
+        )
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise SecurityError(
+            f"{what} {path} is writable by its group or others (mode {stat.S_IMODE(st.st_mode):04o}): "
+            f"they could authorize their own key (chmod go-w {path})"
+        )
+
+
 class KeyRing:
-    """The Z85 public keys found in `directory` (*.key and *.key_secret files), re-read on reload()."""
+    """The Z85 public keys found in `directory` (*.key and *.key_secret files), re-read on reload().
+
+    The directory and every key file must be owned by root or circusd's user and writable by nobody
+    else: SecurityError otherwise (circusd refuses to start; a reload keeps the keys it had).
+    """
 
     def __init__(self, directory: str) -> None:
         self.directory = directory
@@ -59,18 +79,25 @@ class KeyRing:
         self.reload()
 
     def reload(self) -> tuple[list[str], list[str]]:
-        """Re-read the directory; returns (added, removed) file names. A missing directory = no keys."""
+        """Re-read the directory; returns (added, removed) file names. A missing directory = no keys.
+
+        Raises SecurityError, and keeps the keys it had, for a directory or key file others could change.
+        """
         found: dict[bytes, str] = {}
         try:
+            dir_st = os.stat(self.directory)
             entries = sorted(os.listdir(self.directory))
         except FileNotFoundError:
             log.warning("curve_authorized_keys: %s does not exist: no client is authorized", self.directory)
             entries = []
+        else:
+            check_trusted(self.directory, dir_st, "curve_authorized_keys: directory")
         for name in entries:
             if not (name.endswith(".key") or name.endswith(".key_secret")):
                 continue
             path = os.path.join(self.directory, name)
             try:
+                check_trusted(path, os.stat(path), "curve_authorized_keys: key file")
                 public, _secret = _load_certificate(path)
             except (OSError, ValueError) as exc:
                 log.warning("curve_authorized_keys: %s skipped: %s", path, exc)
@@ -176,9 +203,14 @@ class ServerSecurity:
 
         try:
             public, secret = load_pair(circus.curve_secret_key)
-        except CircusError as exc:
+            check_trusted(circus.curve_secret_key, os.stat(circus.curve_secret_key), "secret key")
+        except (CircusError, OSError) as exc:
             raise SecurityError(f"[circus] curve_secret_key: {exc}") from None
-        return cls(public, secret, KeyRing(circus.curve_authorized_keys))
+        try:
+            keyring = KeyRing(circus.curve_authorized_keys)
+        except SecurityError as exc:
+            raise SecurityError(f"[circus] curve_authorized_keys: {exc}") from None
+        return cls(public, secret, keyring)
 
     def apply(self, sock: zmq.Socket[Any]) -> None:
         """Arm a socket before bind(): CURVE server, checked by the ZAP handler of its context."""

@@ -42,7 +42,8 @@ def load_public(spec: str) -> bytes:
 
 
 def load_pair(path: str) -> tuple[bytes, bytes]:
-    """(public, secret) Z85 keys from a `.key_secret` file; refuses files other users can read."""
+    """(public, secret) Z85 keys from a `.key_secret` file; refuses a file its group or others can read or
+    write (`circusctl keygen` writes 0600)."""
     try:
         st = os.stat(path)
         public, secret = zmq.auth.load_certificate(path)
@@ -50,9 +51,13 @@ def load_pair(path: str) -> tuple[bytes, bytes]:
         raise KeyError_(f"cannot read CURVE secret key {path}: {exc}") from None
     if not secret:
         raise KeyError_(f"{path}: no secret-key in this file (give the .key_secret file, not the .key)")
-    if st.st_mode & 0o004:
-        # A secret anyone can read authenticates anyone: refuse rather than warn.
-        raise KeyError_(f"{path}: secret key is world-readable (chmod 600 {path})")
+    if st.st_mode & 0o077:
+        # A secret others can read lets them be us; one others can write lets them choose it. `keygen`
+        # writes 0600: refuse anything wider rather than warn.
+        who = "world" if st.st_mode & 0o007 else "group"
+        raise KeyError_(
+            f"{path}: secret key is {who}-accessible (mode {st.st_mode & 0o777:04o}; chmod 600 {path})"
+        )
     return bytes(public), bytes(secret)
 
 

@@ -9,7 +9,13 @@ from typing import Any
 import zmq
 
 from circus_linux.config.sections import is_exposed_endpoint
-from circus_linux.control.auth import CommandPolicy, IpcPermissions, ServerSecurity, ZapHandler
+from circus_linux.control.auth import (
+    CommandPolicy,
+    IpcPermissions,
+    SecurityError,
+    ServerSecurity,
+    ZapHandler,
+)
 from circus_linux.control.commands import NAMES
 from circus_linux.control.publisher import Publisher
 from circus_linux.control.server import Server
@@ -59,16 +65,30 @@ class ControlService:
         self._drop_lock = asyncio.Lock()
 
     def _on_event(self, topic: str, payload: dict[str, Any]) -> None:
-        # reloadconfig and SIGHUP both end with this event: re-read the authorized keys then, so a
-        # removed key file stops new handshakes (and, on the control socket, every further frame), and
-        # the streams' subscribers are made to authenticate again.
-        if topic != "arbiter.config_reloaded" or self.security is None:
+        # reloadconfig and SIGHUP both begin with arbiter.reload_requested, before the file is even read:
+        # re-read the authorized keys then, so a removed key file stops new handshakes (and, on the control
+        # socket, every further frame) at once, whether or not the rest of the reload succeeds, and the
+        # streams' subscribers are made to authenticate again. A reload that changed
+        # curve_authorized_keys ends with arbiter.config_reloaded: the new directory is read then.
+        if self.security is None:
             return
-        circus = getattr(getattr(self.arbiter, "config", None), "circus", None)
-        directory = getattr(circus, "curve_authorized_keys", None)
-        if directory:
-            self.security.keyring.directory = directory
-        added, removed = self.security.keyring.reload()
+        if topic == "arbiter.reload_requested":
+            self._reload_keys()
+        elif topic == "arbiter.config_reloaded":
+            circus = getattr(getattr(self.arbiter, "config", None), "circus", None)
+            directory = getattr(circus, "curve_authorized_keys", None)
+            if directory and directory != self.security.keyring.directory:
+                self.security.keyring.directory = directory
+                self._reload_keys()
+
+    def _reload_keys(self) -> None:
+        assert self.security is not None
+        try:
+            added, removed = self.security.keyring.reload()
+        except SecurityError as exc:
+            log.error("authorized keys NOT re-read, the %d key(s) in use stay: %s",
+                      len(self.security.keyring.keys), exc)
+            return
         log.info(
             "authorized keys re-read from %s: %d key(s); added %s, revoked %s",
             self.security.keyring.directory,

@@ -502,6 +502,10 @@ class Arbiter:
 
     async def reload_config(self) -> dict[str, Any]:
         """Re-read the file and apply the difference, in priority order. A broken file changes nothing."""
+        # Before anything else, and whether the rest succeeds or not (a broken file, a reload already under
+        # way holding the lock): the control layer re-reads the authorized keys on this event, so a
+        # removed key is refused from now on, not once the watchers have been reloaded.
+        self.emit("arbiter.reload_requested", {"path": self.config.path})
         async with self._reload_lock:
             new = configmod.load(self.config.path)
             # Against the watchers running now, as Circus does: one removed by `rm` comes back if the file

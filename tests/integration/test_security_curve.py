@@ -145,6 +145,105 @@ def test_revoked_key_stops_working_on_reloadconfig_and_sighup(circusd: Any, keys
     assert dstats["revoked_dropped"] >= 1
 
 
+def test_revocation_delayed_removed_key_is_refused_before_the_reload_has_finished(
+    circusd: Any, keys: Keys
+) -> None:
+    """Regression (security review #4a): the keys were re-read only at the end of reload_config, after
+    a graceful reload that can take graceful_timeout: the removed key kept working meanwhile."""
+    stubborn = (
+        "[watcher:stubborn]\ncmd = sh -c 'trap \"\" TERM; while :; do sleep 1; done'\ngraceful_timeout = 8\n"
+    )
+    daemon = start_curve(circusd, keys, SLEEPER + stubborn)
+    alice, bob = keys.client("alice"), keys.client("bob")
+    wait_for(lambda: len(_answers(daemon.endpoint, bob, command="list").get("watchers", [])) == 2, 10)
+    (keys.authorized / "alice.key").unlink()
+    with daemon.path.open("a") as f:
+        f.write("\n[env:stubborn]\nVERSION = 2\n")  # the reload now waits out the stubborn worker
+    t0 = time.monotonic()
+    assert _answers(daemon.endpoint, bob, command="reloadconfig")["status"] == "ok"
+    wait_for(lambda: _answers(daemon.endpoint, alice, timeout=0.3) is None, 5, what="alice refused")
+    assert time.monotonic() - t0 < 8, "refused before the graceful reload could have ended"
+    assert _answers(daemon.endpoint, bob) is not None
+
+
+def test_revocation_failed_reload_still_revokes_the_removed_key(circusd: Any, keys: Keys) -> None:
+    """Regression (security review #4b): a reload refused for a mistake in the file (SIGHUP or
+    reloadconfig) left a removed key authorized until some later reload succeeded."""
+    daemon = start_curve(circusd, keys)
+    alice, bob = keys.client("alice"), keys.client("bob")
+    (keys.authorized / "alice.key").unlink()
+    with daemon.path.open("a") as f:
+        f.write("numprocesses = two\n")  # an unrelated typo in the same edit
+    daemon.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: _answers(daemon.endpoint, alice, timeout=0.3) is None, 10, what="alice refused")
+    wait_for(lambda: "reload refused" in daemon.log_text(), 10, what="the refused reload logged")
+    # the same through reloadconfig: the reply is the file's error, bob's key is refused all the same
+    # (his own request was let in: it is the one that re-reads the keys) and alice's is back
+    shutil.copy(keys.pairs["alice"][0], keys.authorized / "alice.key")
+    (keys.authorized / "bob.key").unlink()
+    with Client(daemon.endpoint, 10, keys=bob) as c, pytest.raises(CallError, match="numprocesses"):
+        c.call("reloadconfig", waiting=True)
+    assert _answers(daemon.endpoint, bob, timeout=0.3) is None
+    assert _answers(daemon.endpoint, alice) is not None
+
+
+def test_keydir_perms_unsafe_key_directory_or_secret_refuses_to_start(tmp_path: Path, keys: Keys) -> None:
+    """Regression (security review #3): a world-writable curve_authorized_keys directory and a
+    group-readable server secret were accepted silently; any local user could authorize itself."""
+    base = (
+        f"[circus]\nendpoint = ipc://{tmp_path}/c.sock\npubsub_endpoint = ipc://{tmp_path}/p.sock\n"
+        f"stats_endpoint = ipc://{tmp_path}/s.sock\ncurve_secret_key = {keys.server_secret}\n"
+        f"curve_authorized_keys = {keys.authorized}\n{SLEEPER}"
+    )
+    nobody = pwd.getpwnam("nobody").pw_uid
+    for mode, uid, where in (
+        (0o777, 0, "writable by its group or others"),
+        (0o775, 0, "writable by its group or others"),
+        (0o755, nobody, f"owned by uid {nobody}"),
+    ):
+        os.chmod(keys.authorized, mode)
+        os.chown(keys.authorized, uid, -1)
+        done = _run_circusd(tmp_path, base)
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert "curve_authorized_keys" in done.stderr and where in done.stderr, done.stderr
+    os.chmod(keys.authorized, 0o755)
+    os.chown(keys.authorized, 0, -1)
+    # a key file others may rewrite is refused as well
+    os.chmod(keys.authorized / "bob.key", 0o666)
+    done = _run_circusd(tmp_path, base)
+    assert done.returncode == 2 and "bob.key" in done.stderr, done.stderr
+    os.chmod(keys.authorized / "bob.key", 0o644)
+    # the server secret: readable by its group (what circusctl keygen never writes), or owned by nobody
+    os.chmod(keys.server_secret, 0o640)
+    done = _run_circusd(tmp_path, base)
+    assert done.returncode == 2 and "curve_secret_key" in done.stderr and "0640" in done.stderr, done.stderr
+    os.chmod(keys.server_secret, 0o600)
+    os.chown(keys.server_secret, nobody, -1)
+    done = _run_circusd(tmp_path, base)
+    assert done.returncode == 2 and f"owned by uid {nobody}" in done.stderr, done.stderr
+
+
+def test_keydir_perms_reload_into_an_unsafe_directory_keeps_the_previous_keys(
+    circusd: Any, keys: Keys, tmp_path: Path
+) -> None:
+    """Regression (security review #3): a key dropped into a directory made writable by others was
+    authorized at the next reloadconfig; now the reload refuses to read it and keeps the keys it had."""
+    daemon = start_curve(circusd, keys)
+    alice, mallory = keys.client("alice"), keys.client("mallory")
+    os.chmod(keys.authorized, 0o777)
+    shutil.copy(keys.pairs["mallory"][0], keys.authorized / "mallory.key")
+    assert _answers(daemon.endpoint, alice, command="reloadconfig") is not None
+    wait_for(lambda: "authorized keys NOT re-read" in daemon.log_text(), 10, what="the refusal logged")
+    assert _answers(daemon.endpoint, mallory, timeout=0.3) is None
+    assert _answers(daemon.endpoint, alice) is not None
+    os.chmod(keys.authorized, 0o755)
+    os.chown(keys.authorized / "mallory.key", pwd.getpwnam("nobody").pw_uid, -1)
+    daemon.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: daemon.log_text().count("authorized keys NOT re-read") >= 2, 10, what="refused again")
+    assert _answers(daemon.endpoint, mallory, timeout=0.3) is None
+    assert _answers(daemon.endpoint, alice) is not None
+
+
 class _Subscriber:
     """A CURVE SUB with a monitor on its own connection: what it received, and whether it was cut off."""
 

@@ -144,15 +144,27 @@ _LOOPBACK_HOSTS = frozenset({"localhost", "::1", "[::1]", "ip6-localhost"})
 
 
 def is_exposed_endpoint(endpoint: str) -> bool:
-    """True for a tcp:// endpoint other peers can reach: any address but 127.0.0.0/8, ::1, localhost.
+    """True for an endpoint other peers can reach: an allowlist, so a transport not named here counts.
 
-    Wildcards (`*`, 0.0.0.0) and interface names count as exposed; ipc:// and inproc:// never are.
+    Local: an ipc:// path (the file's owner and mode decide), inproc://, and tcp:// on 127.0.0.0/8, ::1
+    or localhost. Exposed: every other tcp:// address (wildcards `*`, 0.0.0.0, interface names), an
+    abstract `ipc://@name` (no file, so no permissions: every process of the network namespace), and
+    every other transport libzmq may have (tipc://, vmci://, udp://, pgm://, epgm://, ws://, wss://...).
     """
-    if not endpoint.startswith("tcp://"):
+    if endpoint.startswith("inproc://"):
         return False
+    if endpoint.startswith("ipc://"):
+        return is_abstract_ipc(endpoint) or not endpoint[len("ipc://"):]
+    if not endpoint.startswith("tcp://"):
+        return True
     host = endpoint[len("tcp://"):].rpartition(":")[0]
     host = host.rpartition(";")[2]  # tcp://source;dest:port: only the bound address matters
     return not (host in _LOOPBACK_HOSTS or re.fullmatch(r"127(\.\d{1,3}){3}", host))
+
+
+def is_abstract_ipc(endpoint: str) -> bool:
+    """`ipc://@name`: a Linux abstract unix socket, which has no file and so no owner or mode."""
+    return endpoint.startswith("ipc://@")
 
 
 def _check_exposure(r: SectionReader, cfg: CircusConfig) -> None:
@@ -166,18 +178,32 @@ def _check_exposure(r: SectionReader, cfg: CircusConfig) -> None:
                 "curve_secret_key")
     for key in ("endpoint", "pubsub_endpoint", "stats_endpoint"):
         endpoint = getattr(cfg, key)
-        if not is_exposed_endpoint(endpoint) or cfg.curve_secret_key:
+        abstract = is_abstract_ipc(endpoint)
+        # An abstract socket needs `insecure` even with CURVE: endpoint_owner/group/mode cannot apply.
+        if not is_exposed_endpoint(endpoint) or (cfg.curve_secret_key and not abstract):
             continue
         e = r.sec.entries.get(key)
         if cfg.insecure:
             msg = (f"{endpoint} is reachable from the network WITHOUT authentication "
                    "(insecure = true): anyone who can connect controls circusd")
+            if abstract:
+                msg = (f"{endpoint} is an abstract unix socket (insecure = true): it has no file "
+                       "permissions, every local process can connect")
             if e is not None:
                 r.warn_at(e, msg)
             continue
-        msg = (f"{endpoint} is not a loopback address: refusing to listen there without authentication; "
-               "set curve_secret_key and curve_authorized_keys, bind 127.0.0.1 or an ipc:// path, "
-               "or set insecure = true")
+        if abstract:
+            msg = (f"{endpoint} is an abstract unix socket: it has no file, so no owner or mode, and every "
+                   "process of this network namespace could connect; use an ipc:// path "
+                   "(e.g. ipc:///run/circus/circus.sock) or set insecure = true")
+        elif endpoint.startswith("tcp://"):
+            msg = (f"{endpoint} is not a loopback address: refusing to listen there without "
+                   "authentication; set curve_secret_key and curve_authorized_keys, bind 127.0.0.1 or an "
+                   "ipc:// path, or set insecure = true")
+        else:
+            msg = (f"{endpoint}: only ipc:// paths, inproc:// and tcp:// on loopback are local; this "
+                   "transport may be reachable from other hosts: refusing it without authentication; set "
+                   "curve_secret_key and curve_authorized_keys, use an ipc:// path, or set insecure = true")
         if e is not None:
             r.error_at(e, msg)
         else:

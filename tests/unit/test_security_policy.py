@@ -35,6 +35,16 @@ from circus_linux.errors import ConfigError
         ("tcp://*:5555", True),
         ("tcp://10.77.0.1:5555", True),
         ("tcp://eth0:5555", True),
+        ("inproc://circus", False),
+        ("ipc://@circus", True),
+        ("tipc://{15560,0,0}", True),
+        ("vmci://1:5555", True),
+        ("udp://127.0.0.1:5555", True),
+        ("pgm://eth0;239.192.1.1:5555", True),
+        ("epgm://eth0;239.192.1.1:5555", True),
+        ("ws://127.0.0.1:5555", True),
+        ("wss://0.0.0.0:5555", True),
+        ("TCP://127.0.0.1:5555", True),
     ],
 )
 def test_exposed_endpoints(endpoint: str, exposed: bool) -> None:
@@ -153,3 +163,38 @@ def test_httpd_exposed_host_guard_off_loopback_takes_own_names_and_addresses_onl
     assert not ok(off, "evil.example:8080") and not ok(off, "")
     on = Dashboard(None, dispatch, {"localhost", "127.0.0.1"}, lambda t: False)  # type: ignore[arg-type]
     assert ok(on, "127.0.0.1:1") and not ok(on, "10.77.0.1:8080")
+
+
+def test_abstract_ipc_endpoint_needs_insecure_even_with_curve() -> None:
+    """Regression (security review #5): `ipc://@name` has no file, so endpoint_mode/owner/group are
+    meaningless and every local process could connect; it was accepted silently."""
+    with pytest.raises(ConfigError) as info:
+        config.loads("[circus]\nendpoint = ipc://@circus-x\nendpoint_mode = 0600\n", "/etc/c.ini")
+    (issue,) = info.value.issues
+    assert (issue.file, issue.section, issue.key, issue.line) == ("/etc/c.ini", "circus", "endpoint", 2)
+    assert "abstract" in issue.message
+    with pytest.raises(ConfigError):
+        config.loads(
+            "[circus]\nendpoint = ipc://@circus-x\ncurve_secret_key = /k/s.key_secret\n"
+            "curve_authorized_keys = /k/auth\n",
+            "/c.ini",
+        )
+    cfg = config.loads("[circus]\nstats_endpoint = ipc://@circus-x\ninsecure = true\n", "/c.ini")
+    assert any("abstract" in w for w in cfg.warnings)
+
+
+@pytest.mark.parametrize("endpoint", ["tipc://{15560,0,0}", "vmci://1:5555", "udp://127.0.0.1:5555",
+                                      "epgm://eth0;239.192.1.1:5555", "ws://127.0.0.1:5555"])  # fmt: skip
+def test_tipc_not_exposed_other_transports_need_curve_or_insecure(endpoint: str) -> None:
+    """Regression (security review #8): only tcp:// was ever checked; tipc:// (a cluster transport) and
+    the other libzmq transports passed as local."""
+    with pytest.raises(ConfigError) as info:
+        config.loads(f"[circus]\nendpoint = {endpoint}\n", "/etc/c.ini")
+    (issue,) = info.value.issues
+    assert (issue.section, issue.key) == ("circus", "endpoint")
+    config.loads(f"[circus]\nendpoint = {endpoint}\ninsecure = true\n", "/c.ini")
+    config.loads(
+        f"[circus]\nendpoint = {endpoint}\ncurve_secret_key = /k/s.key_secret\n"
+        "curve_authorized_keys = /k/a\n",
+        "/c.ini",
+    )

@@ -133,11 +133,14 @@ def parse_bytes_or_max(text: str) -> int | Literal["max"]:
     return value
 
 
-# cgroup v2 cpu.max: period in [1ms, 1s], quota at least 1ms (kernel Documentation/admin-guide/cgroup-v2.rst)
+# cgroup v2 cpu.max and v1 cpu.cfs_quota_us/cfs_period_us: period in [1ms, 1s], quota in [1ms, 2^44-1 us]
+# (kernel/sched/core.c tg_set_cfs_bandwidth: max_cfs_runtime = MAX_BW us, MAX_BW = 2^(64-BW_SHIFT) - 1,
+# BW_SHIFT = 20); one more is EINVAL on both hierarchies (checked on a private cgroup, Linux 6.18).
 CPU_PERIOD_DEFAULT_US = 100_000
 _CPU_PERIOD_MIN_US = 1_000
 _CPU_PERIOD_MAX_US = 1_000_000
 _CPU_QUOTA_MIN_US = 1_000
+_CPU_QUOTA_MAX_US = (1 << 44) - 1
 
 
 def parse_cpu_max(text: str) -> tuple[int | None, int]:
@@ -146,10 +149,11 @@ def parse_cpu_max(text: str) -> tuple[int | None, int]:
     expected = "expected 'N%' (of one CPU), 'QUOTA PERIOD' in microseconds, or 'max'"
     pct = re.fullmatch(r"(\d+(?:\.\d+)?)\s*%", raw)
     if pct:
-        quota = round(float(pct.group(1)) * CPU_PERIOD_DEFAULT_US / 100)
-        if quota < _CPU_QUOTA_MIN_US:
-            raise ValueError(f"{expected}; a percentage must be >= 1%, {_got(text)}")
-        return quota, CPU_PERIOD_DEFAULT_US
+        exact = float(pct.group(1)) * CPU_PERIOD_DEFAULT_US / 100  # inf for a huge number: compared first
+        if not exact <= _CPU_QUOTA_MAX_US or round(exact) < _CPU_QUOTA_MIN_US:
+            top = _CPU_QUOTA_MAX_US * 100 // CPU_PERIOD_DEFAULT_US
+            raise ValueError(f"{expected}; a percentage must be between 1% and {top}%, {_got(text)}")
+        return round(exact), CPU_PERIOD_DEFAULT_US
     parts = raw.split()
     if len(parts) in (1, 2) and (parts[0] == MAX or parts[0].isdigit()) and (
         len(parts) == 1 or parts[1].isdigit()
@@ -162,8 +166,10 @@ def parse_cpu_max(text: str) -> tuple[int | None, int]:
         if parts[0] == MAX:
             return None, period
         quota = int(parts[0])
-        if quota < _CPU_QUOTA_MIN_US:
-            raise ValueError(f"{expected}; the quota must be >= 1000 us, {_got(text)}")
+        if not _CPU_QUOTA_MIN_US <= quota <= _CPU_QUOTA_MAX_US:
+            raise ValueError(
+                f"{expected}; the quota must be between 1000 and {_CPU_QUOTA_MAX_US} us, {_got(text)}"
+            )
         return quota, period
     raise ValueError(f"{expected}, {_got(text)}")
 

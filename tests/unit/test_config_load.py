@@ -256,6 +256,18 @@ def test_cgroup_limits():
     assert cg.pids_max == "max" and cg.any
 
 
+def test_cpu_max_unbounded_is_a_config_error():
+    # review cgroups #8: a quota above the kernel's 2^44-1 us passed --check, then circusd died on EINVAL
+    # naming a cgroup file; now the loader names the file, line, section and key
+    top = (1 << 44) - 1
+    assert ld(f"[watcher:a]\ncmd = x\ncpu_max = {top} 1000\n").watchers[0].cgroup.cpu_max == (top, 1000)
+    for value in ("100000000000000000 100000", f"{top + 1} 1000000", "1000000000000%", "9" * 400 + "%",
+                  "50000 1000001", "50000 999"):
+        issue = one_error(f"[watcher:a]\ncmd = x\ncpu_max = {value}\n")
+        assert (issue.file, issue.line, issue.section, issue.key) == ("test.ini", 3, "watcher:a", "cpu_max")
+        assert "between" in issue.message, issue.message
+
+
 def test_unknown_watcher_keys_kept_in_extra():
     cfg = ld("[watcher:a]\ncmd = x\nflapping.max_retry = 4\nnumproceses = 3\n")
     w = cfg.watchers[0]

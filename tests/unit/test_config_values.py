@@ -82,7 +82,8 @@ def test_cpu_max_forms():
     assert v.parse_cpu_max("20000 100000") == (20_000, 100_000)
     assert v.parse_cpu_max("max") == (None, 100_000)
     assert v.parse_cpu_max("max 50000") == (None, 50_000)
-    for bad in ("0%", "20000", "10 100000", "20000 999", "20000 2000000", "fast"):
+    assert v.parse_cpu_max(f"{(1 << 44) - 1} 1000000") == ((1 << 44) - 1, 1_000_000)
+    for bad in ("0%", "20000", "10 100000", "20000 999", "20000 2000000", "fast", f"{1 << 44} 100000"):
         with pytest.raises(ValueError, match="expected 'N%'"):
             v.parse_cpu_max(bad)
 

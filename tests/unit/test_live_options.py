@@ -9,6 +9,8 @@ import pytest
 
 from circus_linux.config import parse_watcher_option
 from circus_linux.config.model import HookConfig
+from circus_linux.control.commands.set import cgroup_changes
+from circus_linux.control.protocol import Errno, RequestError
 from circus_linux.errors import ConfigError
 
 
@@ -55,6 +57,7 @@ def test_known_keys_are_parsed(key: str, value: object, field: str, parsed: obje
         ("hooks.before_start", "notdotted"),
         ("stdout_stream.class", "NoSuchStream"),
         ("stdout_stream.rotate_when", "sometimes"),
+        ("cpu_max", "100000000000000000 100000"),  # test_cpu_max_unbounded_is_refused_by_set below
     ],
 )
 def test_bad_values_name_the_key(key: str, value: object) -> None:
@@ -68,3 +71,14 @@ def test_keys_it_does_not_know_are_left_to_the_caller() -> None:
     for key in ("flapping.max_retry", "sockets", "name"):
         with pytest.raises(KeyError):
             parse_watcher_option("w", key, "x")
+
+
+def test_cpu_max_unbounded_is_refused_by_set() -> None:
+    # review cgroups #8: `set` shares the ini's parser, so a quota the kernel cannot take is errno 3
+    # naming the key before anything is written to a cgroup
+    top = (1 << 44) - 1
+    assert parse_watcher_option("w", "cpu_max", f"{top} 100000") == ("cgroup.cpu_max", (top, 100_000))
+    for value in (f"{top + 1} 100000", "1000000000000%", "50000 1000001"):
+        with pytest.raises(RequestError) as err:
+            cgroup_changes("w", {"cpu_max": value})
+        assert err.value.errno == Errno.MESSAGE_ERROR and "cpu_max: " in str(err.value), err.value

@@ -244,10 +244,31 @@ class IpcPermissions:
         return cls(getattr(circus, "endpoint_owner", None), group, mode)
 
     def apply(self, path: str) -> None:
-        if self.owner is not None or self.group is not None:
-            os.chown(path, -1 if self.owner is None else self.owner, -1 if self.group is None else self.group)
-        if self.mode is not None:
-            os.chmod(path, self.mode)
+        """Give the socket file just bound at `path` its owner, group and mode, never following a link.
+
+        Linux has no lchmod, and fchown/fchmod refuse an O_PATH fd (a socket cannot be opened otherwise).
+        So the file is pinned with open(O_PATH | O_NOFOLLOW), checked to be a socket of ours, and changed
+        through /proc/self/fd/N, which names that very inode: a symlink or another file swapped in at
+        `path` after bind() is refused, never chowned or chmodded (open(2), proc(5)).
+        """
+        if self.owner is None and self.group is None and self.mode is None:
+            return
+        fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISSOCK(st.st_mode) or st.st_uid != os.geteuid():
+                raise SecurityError(
+                    f"{path} is not the socket circusd just bound (a {stat.filemode(st.st_mode)} file of uid "
+                    f"{st.st_uid}): something replaced it; its permissions are left alone"
+                )
+            pinned = f"/proc/self/fd/{fd}"
+            if self.owner is not None or self.group is not None:
+                uid = -1 if self.owner is None else self.owner
+                os.chown(pinned, uid, -1 if self.group is None else self.group)
+            if self.mode is not None:
+                os.chmod(pinned, self.mode)
+        finally:
+            os.close(fd)
 
 
 def ipc_path(endpoint: str) -> str | None:
@@ -262,8 +283,10 @@ def check_socket_dir(path: str, perms: IpcPermissions | None = None) -> None:
     """Refuse a socket directory others could tamper with; create it (0750) when it does not exist.
 
     Refused: a directory writable by everyone without the sticky bit (anyone could replace the socket),
-    or owned by a user other than root and circusd's own. A sticky world-writable directory (/tmp) is
-    accepted: nobody else can remove or rename our socket there, and its own mode protects it.
+    writable by a group other than root's and [circus] endpoint_group (a member could rename the socket
+    away and put an impostor in its place), or owned by a user other than root and circusd's own. A sticky
+    world-writable directory (/tmp) is accepted: nobody else can remove or rename our socket there, and
+    its own mode protects it.
     """
     directory = os.path.dirname(os.path.abspath(path))
     try:
@@ -284,6 +307,13 @@ def check_socket_dir(path: str, perms: IpcPermissions | None = None) -> None:
         raise SecurityError(
             f"refusing to start: socket directory {directory} is world-writable "
             f"(mode {stat.S_IMODE(st.st_mode):04o}); anyone could replace {path} (chmod o-w {directory})"
+        )
+    trusted = {0} if perms is None or perms.group is None else {0, perms.group}
+    if st.st_mode & stat.S_IWGRP and st.st_gid not in trusted:
+        raise SecurityError(
+            f"refusing to start: socket directory {directory} is writable by group {st.st_gid} "
+            f"(mode {stat.S_IMODE(st.st_mode):04o}), which is not [circus] endpoint_group: its members could "
+            f"replace {path} (chmod g-w {directory}, or set endpoint_group to that group)"
         )
 
 

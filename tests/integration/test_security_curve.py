@@ -445,6 +445,54 @@ def test_socket_directory_owned_by_another_user_refuses_to_start(tmp_path: Path)
     assert res.returncode == 2 and "owned by uid" in res.stderr, res.stderr
 
 
+def test_groupwritable_sockdir_refused_unless_its_group_is_endpoint_group(
+    circusd: Any, tmp_path: Path
+) -> None:
+    """Regression (security review #7): a socket directory writable by another group (0770 root:nogroup)
+    was accepted, and a member of that group replaced the control socket with an impostor."""
+    nogroup = grp.getgrnam("nogroup").gr_gid
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chown(shared, 0, nogroup)
+    shared.chmod(0o770)
+    res = _run_circusd(tmp_path, _ipc_config(shared, tmp_path) + SLEEPER)
+    assert res.returncode == 2, res.stderr
+    assert f"writable by group {nogroup}" in res.stderr and str(shared) in res.stderr
+    assert not (shared / "ctl.sock").exists()
+    # the group whose members may use the socket anyway (endpoint_group) may also write the directory
+    daemon = circusd(SLEEPER, endpoint=f"ipc://{shared}/ctl.sock", endpoint_group="nogroup")
+    assert daemon.call("numwatchers")["numwatchers"] == 1
+    assert (shared / "ctl.sock").stat().st_gid == nogroup
+
+
+def test_groupwritable_sockdir_permissions_never_follow_a_swapped_in_link(tmp_path: Path) -> None:
+    """Regression (security review #7): chown/chmod by path after bind() followed a symlink swapped in
+    meanwhile, so root would chown/chmod any file to the configured group and mode."""
+    from circus_linux.control.auth import IpcPermissions, SecurityError
+
+    nogroup = grp.getgrnam("nogroup").gr_gid
+    victim = tmp_path / "victim"
+    victim.write_text("secret\n")
+    victim.chmod(0o600)
+    link = tmp_path / "ctl.sock"
+    link.symlink_to(victim)
+    perms = IpcPermissions(group=nogroup, mode=0o666)
+    with pytest.raises(SecurityError, match="lrwxrwxrwx"):  # O_PATH|O_NOFOLLOW pins the link itself
+        perms.apply(str(link))
+    plain = tmp_path / "plain.sock"
+    plain.write_text("")
+    with pytest.raises(SecurityError, match="not the socket circusd just bound"):
+        perms.apply(str(plain))
+    st = victim.stat()
+    assert (st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0o600)
+    # a real socket gets them
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(tmp_path / "real.sock"))
+        perms.apply(str(tmp_path / "real.sock"))
+        st = (tmp_path / "real.sock").lstat()
+        assert stat.S_ISSOCK(st.st_mode) and (st.st_gid, stat.S_IMODE(st.st_mode)) == (nogroup, 0o666)
+
+
 def test_ipc_sockets_get_owner_group_and_mode(circusd: Any, tmp_path: Path) -> None:
     group = grp.getgrnam("nogroup").gr_gid
     run = tmp_path / "run"  # missing: circusd creates it, 0750, group endpoint_group

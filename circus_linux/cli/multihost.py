@@ -14,6 +14,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
@@ -47,9 +48,13 @@ def keygen(directory: str, name: str, out: TextIO, err: TextIO) -> int:
 
 
 class SshTunnel:
-    """`ssh -N -L` tunnels through `user@host[:port]`, one per remote tcp endpoint; closed on exit.
+    """`ssh -N -L` tunnels through `user@host[:port]`, one per remote endpoint; closed on exit.
 
-    Uses the system OpenSSH client (BatchMode: no password prompt, keys or an agent only).
+    The local end is a unix socket in a private 0700 directory (`ssh -L /dir/tN.sock:HOST:PORT`, or
+    `-L /dir/tN.sock:/remote/path` for an ipc:// endpoint), reached with ipc://: only this user can
+    connect to it, unlike a 127.0.0.1 port every local user could use while the tunnel is up, and no
+    other program can take the address first. Uses the system OpenSSH client (BatchMode: no password
+    prompt, keys or an agent only).
     """
 
     def __init__(self, server: str, keyfile: str | None = None, timeout: float = 10.0) -> None:
@@ -57,6 +62,7 @@ class SshTunnel:
         self.keyfile = keyfile
         self.timeout = timeout
         self._procs: list[subprocess.Popen[bytes]] = []
+        self._dir: str | None = None
 
     def __enter__(self) -> SshTunnel:
         return self
@@ -64,27 +70,35 @@ class SshTunnel:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _target(self, endpoint: str) -> str:
+        """What follows the local socket in -L: HOST:PORT, or the remote socket's path."""
+        if endpoint.startswith("tcp://"):
+            rhost, _, rport = endpoint[len("tcp://") :].rpartition(":")
+            if rhost in ("*", "0.0.0.0"):
+                rhost = "127.0.0.1"
+            return f"{rhost}:{rport}"
+        if endpoint.startswith("ipc://") and endpoint[len("ipc://") :].startswith("/"):
+            return endpoint[len("ipc://") :]
+        raise ValueError(f"--ssh tunnels tcp:// and ipc:///path endpoints only, not {endpoint}")
+
     def forward(self, endpoint: str) -> str:
-        """A local tcp://127.0.0.1:PORT reaching `endpoint` (tcp://HOST:PORT as seen from the server)."""
-        if not endpoint.startswith("tcp://"):
-            raise ValueError(f"--ssh tunnels tcp:// endpoints only, not {endpoint}")
+        """A local ipc:// endpoint reaching `endpoint` (tcp://HOST:PORT or ipc:///path, as seen from the
+        server)."""
+        target = self._target(endpoint)
         ssh = shutil.which("ssh")
         if ssh is None:
             raise ValueError("--ssh needs the OpenSSH client (apt install openssh-client)")
-        rhost, _, rport = endpoint[len("tcp://") :].rpartition(":")
-        if rhost in ("*", "0.0.0.0"):
-            rhost = "127.0.0.1"
-        target, _, sshport = self.server.partition(":")
-        with socket.socket() as probe:  # a free local port; the tiny race with other programs is harmless
-            probe.bind(("127.0.0.1", 0))
-            lport = probe.getsockname()[1]
+        if self._dir is None:
+            self._dir = tempfile.mkdtemp(prefix="circusctl-ssh-")  # 0700, ours: nobody else binds there
+        local = os.path.join(self._dir, f"t{len(self._procs)}.sock")
+        host, _, sshport = self.server.partition(":")
         argv = [ssh, "-N", "-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=yes",
-                "-L", f"127.0.0.1:{lport}:{rhost}:{rport}"]  # fmt: skip
+                "-o", "StreamLocalBindMask=0177", "-L", f"{local}:{target}"]  # fmt: skip
         if sshport:
             argv += ["-p", sshport]
         if self.keyfile:
             argv += ["-i", self.keyfile]
-        argv.append(target)
+        argv.append(host)
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self._procs.append(proc)
         deadline = time.monotonic() + self.timeout
@@ -92,9 +106,9 @@ class SshTunnel:
             if proc.poll() is not None:
                 msg = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
                 raise ValueError(f"ssh {self.server} failed ({proc.returncode}): {msg}")
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", lport)) == 0:
-                    return f"tcp://127.0.0.1:{lport}"
+            with socket.socket(socket.AF_UNIX) as s:
+                if s.connect_ex(local) == 0:
+                    return f"ipc://{local}"
             if time.monotonic() > deadline:
                 raise ValueError(f"ssh tunnel to {self.server} not up within {self.timeout}s")
             time.sleep(0.05)
@@ -111,6 +125,9 @@ class SshTunnel:
             if proc.stderr is not None:
                 proc.stderr.close()
         self._procs.clear()
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
 
 
 # ----------------------------------------------------------------------------- several hosts

@@ -15,6 +15,7 @@ import signal
 import socket
 import stat
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -578,3 +579,59 @@ def test_ssh_tunnel_failure_is_reported_not_hung() -> None:
     argv = ["--ssh", f"nobody@127.0.0.1:{port}", "--endpoint", "tcp://127.0.0.1:5555", "list"]
     assert circusctl.main(argv, io.StringIO(), err) == 2
     assert f"ssh nobody@127.0.0.1:{port} failed" in err.getvalue()
+
+
+@pytest.fixture
+def fake_ssh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """`ssh` on PATH is tests/integration/fake_ssh.py (this machine plays the remote host); its argv log."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    script = Path(__file__).with_name("fake_ssh.py")
+    (bindir / "ssh").write_text(f"#!/bin/sh\nexec {sys.executable} {script} \"$@\"\n")
+    (bindir / "ssh").chmod(0o755)
+    log = tmp_path / "ssh-argv.log"
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_SSH_LOG", str(log))
+    return log
+
+
+def test_ssh_tunnel_open_local_end_is_a_private_unix_socket(
+    circusd: Any, fake_ssh: Path, tmp_path: Path
+) -> None:
+    """Regression (security review #6): `circusctl --ssh` forwarded to 127.0.0.1:PORT, which every local
+    user could use while the tunnel was up (and take first: probe, then bind). Now the local end is a
+    unix socket in a private 0700 directory, reached with ipc://; an ipc:// remote is forwarded as such."""
+    from circus_linux.cli.multihost import SshTunnel
+
+    port = _free_port()
+    daemon = circusd(SLEEPER, endpoint=f"tcp://127.0.0.1:{port}")
+    with SshTunnel("ops@remote") as tunnel:
+        local = tunnel.forward(daemon.endpoint)
+        assert local.startswith("ipc:///")
+        path = Path(local[len("ipc://") :])
+        dst, sst = path.parent.stat(), path.lstat()
+        assert (dst.st_uid, stat.S_IMODE(dst.st_mode)) == (os.geteuid(), 0o700)
+        assert stat.S_ISSOCK(sst.st_mode) and stat.S_IMODE(sst.st_mode) & 0o077 == 0
+        assert f"-L {path}:127.0.0.1:{port} ops@remote" in fake_ssh.read_text()
+        assert _answers(local, None, timeout=5) is not None
+        # another local user cannot reach the tunnel
+        probe = (
+            "import socket, sys\ntry:\n    socket.socket(socket.AF_UNIX).connect(sys.argv[1]); print('in')\n"
+            "except PermissionError:\n    print('denied')\n"
+        )
+        done = subprocess.run(
+            ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-c", probe,
+             str(path)], capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert done.stdout.strip() == "denied", done.stderr
+        # a remote ipc:// endpoint is forwarded to its path
+        other = circusd(SLEEPER)
+        local2 = tunnel.forward(other.endpoint)
+        assert f"{local2[len('ipc://'):]}:{other.endpoint[len('ipc://'):]} ops@remote" in fake_ssh.read_text()
+        assert _answers(local2, None, timeout=5) is not None
+    assert not path.parent.exists(), "the private directory goes with the tunnel"
+    # circusctl itself, end to end
+    out, err = io.StringIO(), io.StringIO()
+    argv = ["--ssh", "ops@remote", "--endpoint", daemon.endpoint, "--timeout", "5", "list"]
+    assert circusctl.main(argv, out, err) == 0, err.getvalue()
+    assert out.getvalue().split() == ["w"]

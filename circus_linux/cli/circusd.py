@@ -77,6 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         from circus_linux.runtime.cgroups import check_warnings  # limits that cgroup_root = off drops
 
+        try:
+            check_imports(cfg)
+        except ConfigError as exc:
+            return _config_error(exc)
+
         for warning in (*cfg.warnings, *check_warnings(cfg)):
             print(f"warning: {warning}", file=sys.stderr)
         counts = f"{len(cfg.watchers)} watchers, {len(cfg.sockets)} sockets, {len(cfg.plugins)} plugins"
@@ -88,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     from circus_linux.runtime import signals
 
     signals.block()
+    try:
+        check_imports(cfg)  # after block(): a thread the user's module starts must not take our signals
+    except ConfigError as exc:
+        return _config_error(exc)
     if cfg.circus.umask is not None:
         os.umask(cfg.circus.umask)
     # What circusd itself needs from the config is checked before any worker exists: the log output (or
@@ -116,6 +125,49 @@ def main(argv: list[str] | None = None) -> int:
         if pidfile:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(pidfile)
+
+
+def check_imports(cfg: Any) -> None:
+    """Import every plugin class (`use =`) and hook function the config names, as Circus does when it
+    loads a config (get_plugin_cmd, Watcher._resolve_hook): a typo is a ConfigError naming file, line,
+    section and key, before anything runs, rather than a plugin that crash-loops until it is given up or a
+    hook that fails every spawn. This runs the modules' import-time code in circusd, as Circus does; it
+    happens before the prestart, so only configs that name such targets pay for it."""
+    targets = getattr(cfg, "imports", ())
+    if not targets:
+        return
+    from circus_linux.runtime.aio import import_asyncio
+
+    import_asyncio()  # runtime.hooks imports asyncio: this process's first import of it, without TLS
+    from circus_linux.plugins.run import resolve as resolve_plugin
+    from circus_linux.runtime.hooks import resolve as resolve_hook
+
+    issues = []
+    for t in targets:
+        try:
+            if t.kind == "plugin":
+                _in_plugin_path(resolve_plugin, t.target)
+            else:
+                resolve_hook(t.target)
+        except Exception as exc:  # the module's own code may raise anything; it is the config's error
+            reason = str(exc).removeprefix(f"{t.target!r}: ") or type(exc).__name__
+            message = f"cannot import {t.target}: {reason}"
+            issues.append(ConfigIssue(t.file, t.section, t.key, message, t.line))
+    if issues:
+        raise ConfigError(issues)
+
+
+def _in_plugin_path(resolve: Any, target: str) -> Any:
+    """resolve(target) with the sys.path a plugin process has: `python -m circus_linux.plugins.run` puts
+    its working directory (circusd's) first, which circusd itself (a console script, or `python -P`) lacks."""
+    cwd = os.getcwd()
+    if cwd in sys.path:
+        return resolve(target)
+    sys.path.insert(0, cwd)
+    try:
+        return resolve(target)
+    finally:
+        sys.path.remove(cwd)
 
 
 def _config_error(exc: ConfigError) -> int:

@@ -25,7 +25,14 @@ from collections.abc import Mapping
 from circus_linux.config import ini, loggerconfig, virtualenv
 from circus_linux.config.env import env_sections, global_env, watcher_env
 from circus_linux.config.ini import Entry, Section
-from circus_linux.config.model import CircusConfig, Config, PluginConfig, SocketConfig, WatcherConfig
+from circus_linux.config.model import (
+    CircusConfig,
+    Config,
+    ImportTarget,
+    PluginConfig,
+    SocketConfig,
+    WatcherConfig,
+)
 from circus_linux.config.sections import Collector, build_circus, build_plugin, build_socket, build_watcher
 from circus_linux.config.substitute import render
 from circus_linux.config.values import split_list
@@ -67,6 +74,7 @@ def loads(text: str, path: str = STRING_PATH, environ: Mapping[str, str] | None 
         env=config[4],
         warnings=tuple(str(w) for w in col.warnings),
         files=tuple(read),
+        imports=config[5],
     )
 
 
@@ -193,7 +201,7 @@ def _substituted(sec: Section, env: Mapping[str, str], environ: Mapping[str, str
 def _build(
     sections: list[Section], path: str, environ: Mapping[str, str], col: Collector,
 ) -> tuple[CircusConfig, tuple[WatcherConfig, ...], tuple[SocketConfig, ...], tuple[PluginConfig, ...],
-           dict[str, str]]:
+           dict[str, str], tuple[ImportTarget, ...]]:
     envs = env_sections(sections)
     genv = global_env(envs, environ)
     circus_sec: Section | None = None
@@ -242,4 +250,25 @@ def _build(
         if env_sec.targets and not any(env_sec.applies(w) for w in seen.values()):
             col.warnings.append(
                 ConfigIssue(env_sec.file, env_sec.name, None, "matches no watcher", env_sec.line))
-    return circus, tuple(watchers), sockets, plugins, genv
+    return circus, tuple(watchers), sockets, plugins, genv, _imports(by_kind, watchers, plugins)
+
+
+def _imports(
+    by_kind: Mapping[str, list[tuple[str, Section]]], watchers: list[WatcherConfig],
+    plugins: tuple[PluginConfig, ...],
+) -> tuple[ImportTarget, ...]:
+    """Every hook function and plugin class the config names, with the file, line, section and key."""
+    out: list[ImportTarget] = []
+    built = {w.name: w for w in watchers}
+    for name, sec in by_kind["watcher:"]:
+        w = built.get(name)
+        for hook in w.hooks.values() if w is not None else ():
+            e = sec.entries["hooks." + hook.name]
+            out.append(ImportTarget("hook", hook.target, e.file, e.line, sec.name, e.key))
+    by_name = {p.name: p for p in plugins}
+    for name, sec in by_kind["plugin:"]:
+        p = by_name.get(name)
+        if p is not None and p.use:
+            e = sec.entries["use"]
+            out.append(ImportTarget("plugin", p.use, e.file, e.line, sec.name, e.key))
+    return tuple(out)

@@ -194,6 +194,19 @@ class PluginConfig:
 
 
 @dataclass(frozen=True)
+class ImportTarget:
+    """A dotted name circusd will import (a plugin's `use` class, a watcher's hook function) and where it
+    is written: the config stays pure, and the composition root resolves these (cli/circusd.py)."""
+
+    kind: Literal["plugin", "hook"]
+    target: str  # as the runtime resolves it (circus.plugins.* already mapped)
+    file: str
+    line: int | None
+    section: str
+    key: str
+
+
+@dataclass(frozen=True)
 class Config:
     path: str
     circus: CircusConfig = field(default_factory=CircusConfig)
@@ -203,6 +216,7 @@ class Config:
     env: Mapping[str, str] = field(default_factory=dict)  # the plain [env] section
     warnings: tuple[str, ...] = ()
     files: tuple[str, ...] = ()  # every file read, main file first (for reloadconfig / --check output)
+    imports: tuple[ImportTarget, ...] = ()  # plugin classes and hook functions, in file order
 
     def watcher(self, name: str) -> WatcherConfig | None:
         return next((w for w in self.watchers if w.name == name), None)

@@ -20,6 +20,7 @@ from circus_linux.config.model import (
     SystemdMode,
     WatcherConfig,
 )
+from circus_linux.config.plugin_options import check_option as check_plugin_option
 from circus_linux.config.substitute import referenced_sockets
 from circus_linux.errors import ConfigError, ConfigIssue
 
@@ -538,7 +539,7 @@ def build_plugin(sec: Section, name: str, col: Collector) -> PluginConfig | None
             return PluginConfig(
                 name=name,
                 use="",
-                options={e.key: e.value for e in r.rest()},
+                options=_plugin_options(r, ""),
                 raw={k: e.value for k, e in sec.entries.items()},
                 cmd=cmd.value.strip(),
             )
@@ -552,9 +553,19 @@ def build_plugin(sec: Section, name: str, col: Collector) -> PluginConfig | None
     return PluginConfig(
         name=name,
         use=target,
-        options={e.key: e.value for e in r.rest()},
+        options=_plugin_options(r, target),
         raw={k: e.value for k, e in sec.entries.items()},
     )
+
+
+def _plugin_options(r: SectionReader, use: str) -> dict[str, str]:
+    """The section's options as written (the plugin converts them), each known one checked first."""
+    for e in r.rest():
+        try:
+            check_plugin_option(use, e.key, e.value)
+        except ValueError as exc:
+            r.error_at(e, str(exc))
+    return {e.key: e.value for e in r.rest()}
 
 
 def parse_watcher_option(watcher: str, key: str, value: Any) -> tuple[str, Any]:

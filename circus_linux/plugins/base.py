@@ -301,11 +301,28 @@ class CircusPlugin:
             self._wakeup = None
 
 
+_KIND_WORDS = {int: "an integer", float: "a number", bool: "a boolean (true/false/yes/no/on/off/1/0)"}
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
 def option(config: dict[str, Any], key: str, default: Any, kind: type = str) -> Any:
-    """Read an option given as ini text (or already typed): option(cfg, 'port', 8125, int)."""
+    """Read an option given as ini text (or already typed): option(cfg, 'port', 8125, int).
+
+    A value that is not a `kind` is a ValueError naming the section and the key, as the loader does:
+    ``[plugin:flap] retry_in: expected a number, got 'abc'`` (booleans as Circus's to_bool: strict).
+    """
     value = config.get(key, default)
     if value is None or isinstance(value, kind):
         return value
     if kind is bool:
-        return str(value).strip().lower() in ("1", "true", "yes", "on")
-    return kind(value)
+        text = str(value).strip().lower()
+        if text in _TRUE + _FALSE:
+            return text in _TRUE
+    else:
+        try:
+            return kind(value)
+        except (TypeError, ValueError):
+            pass
+    section = os.environ.get(ENV_NAME)
+    where = f"[plugin:{section}] {key}" if section else key
+    raise ValueError(f"{where}: expected {_KIND_WORDS.get(kind, kind.__name__)}, got {value!r}")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from circus_linux.plugins.base import CircusPlugin, Frame
+from circus_linux.plugins.base import CircusPlugin, Frame, option
 from circus_linux.plugins.loop import Timer
 
 log = logging.getLogger("circus_linux.plugins.flapping")
@@ -35,7 +35,7 @@ class Flapping(CircusPlugin):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.defaults: dict[str, float | bool] = {
-            k: float(self.config.get(k, v)) for k, v in DEFAULTS.items()
+            k: option(self.config, k, v, float) for k, v in DEFAULTS.items()
         }
         self.defaults["active"] = self.active
         self.timelines: dict[str, list[float]] = {}

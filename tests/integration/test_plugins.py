@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import wait_for
+from conftest import circusd_argv, wait_for
 from integration.plugin_tap import PRIMER, EventTap
+
+from circus_linux.errors import ExitCode
 
 # The talk's Logger plugin ("Étendre circus"), verbatim but for the import.
 TALK_LOGGER = """\
@@ -101,20 +106,82 @@ filename = {events}
     assert f'watcher.w.kill::{{"process_pid": {pid}' in text and "watcher.w.stop::" in text
 
 
-def test_plugin_with_a_bad_class_gives_up_without_hurting_circusd(circusd: Any) -> None:
+def test_plugin_that_cannot_start_gives_up_without_hurting_circusd(circusd: Any) -> None:
+    # A class that does not exist is a config error now (test_bad_plugin_config_errors_...); one whose
+    # constructor refuses its options (ResourceWatcher needs watcher = NAME) still fails at run time.
     d = circusd(
         """
 [watcher:dummy]
 cmd = sleep 600
 
 [plugin:broken]
-use = no_such_module.Plugin
+use = circus.plugins.resource_watcher.ResourceWatcher
 """
     )
     # 4 failed starts of a Python process each: seconds on a loaded machine.
     wait_for(lambda: d.call("status", name="plugin:broken")["status"] == "stopped", 30, what="give up")
     assert active(d, "dummy")
     wait_for(lambda: "cannot start" in d.log_text(), what="the plugin's error in the log")
+    assert "resource_watcher needs watcher = NAME" in d.log_text()
+
+
+def test_bad_plugin_config_errors_refused_by_check_and_start(circusd: Any, tmp_path: Path) -> None:
+    # review plugins #10: a missing plugin class or hook module passed --check; Circus refuses to start
+    marker = tmp_path / "worker-ran"
+    (tmp_path / "hooks").mkdir()
+    (tmp_path / "hooks" / "herehooks.py").write_text("def ok(**kwargs):\n    return True\n")
+    (tmp_path / "heretalk.py").write_text(TALK_LOGGER)  # a plugin process finds it in its cwd (-m)
+    sections = f"""
+[watcher:w]
+cmd = /bin/sh -c 'touch {marker}; exec sleep 1000'
+hooks.before_start = herehooks.ok
+hooks.after_start = no_such_hook_module.fn
+
+[plugin:typo]
+use = circus.plugins.flapping.Flaping
+
+[plugin:gone]
+use = no_such_plugin_module.Plugin
+
+[plugin:talk]
+use = heretalk.Logger
+filename = {tmp_path / "events.log"}
+"""
+    hooks_path = {"PYTHONPATH": str(tmp_path / "hooks")}
+    d = circusd(sections, wait=False, env=hooks_path)  # cwd = tmp_path
+    lines = d.path.read_text().splitlines()
+
+    def at(text: str) -> str:
+        return f"{d.path}:{lines.index(text) + 1}"
+
+    assert d.proc.wait(30) == ExitCode.CONFIG
+    log = d.log_text()
+    assert "circusd: invalid configuration (3 error(s))" in log, log
+    hook = "hooks.after_start = no_such_hook_module.fn"
+    assert f"{at(hook)} [watcher:w] hooks.after_start: cannot import no_such_hook_module.fn: No module" in log
+    typo = "use = circus.plugins.flapping.Flaping"
+    assert (f"{at(typo)} [plugin:typo] use: cannot import circus_linux.plugins.flapping.Flaping: "
+            "circus_linux.plugins.flapping has no class Flaping") in log, log
+    gone = "use = no_such_plugin_module.Plugin"
+    assert f"{at(gone)} [plugin:gone] use: cannot import no_such_plugin_module.Plugin: No module" in log, log
+    assert not marker.exists()
+    check = subprocess.run(circusd_argv("--check", str(d.path)), capture_output=True, text=True,
+                           timeout=30, cwd=tmp_path, env={**os.environ, **hooks_path})
+    assert check.returncode == ExitCode.CONFIG, check.stderr
+    assert check.stderr.splitlines() == log.splitlines(), (check.stderr, log)
+
+    # a bad option value of a bundled plugin: named by file, line, section and key at load time, and by
+    # section and key in the plugin's own log when it gets one anyway (a reloadconfig, a hand-made env)
+    flap = tmp_path / "flap.ini"
+    flap.write_text("[plugin:flap]\nuse = circus.plugins.flapping.Flapping\nretry_in = abc\n")
+    check = subprocess.run(circusd_argv("--check", str(flap)), capture_output=True, text=True, timeout=30)
+    assert check.returncode == ExitCode.CONFIG, check.stderr
+    assert f"{flap}:3 [plugin:flap] retry_in: expected a number, got 'abc'" in check.stderr, check.stderr
+    env = {**os.environ, "CIRCUS_PLUGIN_NAME": "flap", "CIRCUS_PLUGIN_OPTIONS": '{"retry_in": "abc"}'}
+    runner = [sys.executable, "-P", "-m", "circus_linux.plugins.run", "circus.plugins.flapping.Flapping"]
+    run = subprocess.run(runner, capture_output=True, text=True, env=env, timeout=30)
+    assert run.returncode == 2, run.stderr
+    assert "[plugin:flap] retry_in: expected a number, got 'abc'" in run.stderr, run.stderr
 
 
 FLAPPING = """

@@ -394,6 +394,50 @@ def test_plugin_use_must_be_dotted():
     assert "dotted Python name" in one_error("[plugin:p]\nuse = not a class\n").message
 
 
+def test_bad_plugin_config_errors_bundled_options_checked_at_load():
+    # review plugins #10: `retry_in = abc` passed --check and failed in the plugin process, unnamed
+    issues = errors_of("""
+        [plugin:flap]
+        use = circus.plugins.flapping.Flapping
+        retry_in = abc
+        attempts = 3
+        [plugin:dog]
+        use = circus_linux.plugins.watchdog.WatchDog
+        port = 16x4
+        watchers_regex = (
+        watchers_stop_signal = SIGNOPE
+        [plugin:mine]
+        use = my.plugins.Thing
+        retry_in = abc
+        active = maybe
+    """)
+    got = {(i.section, i.key): (i.line, i.message) for i in issues}
+    assert got[("plugin:flap", "retry_in")] == (4, "expected a number, got 'abc'")
+    assert got[("plugin:dog", "port")][1] == "expected an integer, got '16x4'"
+    assert "regular expression" in got[("plugin:dog", "watchers_regex")][1]
+    assert "signal" in got[("plugin:dog", "watchers_stop_signal")][1]
+    # a plugin we do not ship keeps its options as free-form text; `active` is circusd's own, always checked
+    assert "boolean" in got[("plugin:mine", "active")][1]
+    assert len(issues) == 5, issues
+
+
+def test_bad_plugin_config_errors_import_targets_recorded_with_their_place():
+    # the plugin classes and hook functions circusd resolves before it starts (cli/circusd.check_imports)
+    cfg = ld("""
+        [watcher:w]
+        cmd = x
+        hooks.before_start = pkg.mod.fn, true
+        [plugin:p]
+        use = circus.plugins.flapping.Flapping
+        [plugin:c]
+        cmd = /bin/true
+    """)
+    assert [(t.kind, t.target, t.file, t.line, t.section, t.key) for t in cfg.imports] == [
+        ("hook", "pkg.mod.fn", "test.ini", 4, "watcher:w", "hooks.before_start"),
+        ("plugin", "circus_linux.plugins.flapping.Flapping", "test.ini", 6, "plugin:p", "use"),
+    ]
+
+
 # ------------------------------------------------------------------ errors
 
 def test_error_names_file_line_section_key_and_expectation():

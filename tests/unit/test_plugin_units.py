@@ -12,6 +12,7 @@ from circus_linux import config as configmod
 from circus_linux.config.model import CircusConfig, PluginConfig
 from circus_linux.plugins import CircusPlugin, Frame
 from circus_linux.plugins.autoscaler import Policy, Reading
+from circus_linux.plugins.base import option
 from circus_linux.plugins.flapping import Flapping
 from circus_linux.plugins.loop import PluginLoop
 from circus_linux.plugins.resource_watcher import MemLimit, ResourceWatcher, Sample, parse_mem
@@ -313,3 +314,17 @@ def test_flapping_drops_cached_watcher_options_on_reload_and_start() -> None:
             assert p.conf("web")["max_retry"] == (0 if event == "reload" else 2)
     finally:
         p.context.term()
+
+
+def test_bad_plugin_config_errors_name_the_plugin_and_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    # review plugins #10: `retry_in = abc` failed as "could not convert string to float: 'abc'"
+    monkeypatch.setenv("CIRCUS_PLUGIN_NAME", "flap")
+    env = {"CIRCUS_PLUGIN_OPTIONS": json.dumps({"retry_in": "abc"}), "CIRCUS_PLUGIN_NAME": "flap"}
+    with pytest.raises(ValueError, match=r"^\[plugin:flap\] retry_in: expected a number, got 'abc'$"):
+        build("circus.plugins.flapping.Flapping", env)
+    with pytest.raises(ValueError, match=r"^\[plugin:flap\] port: expected an integer, got '81x'$"):
+        option({"port": "81x"}, "port", 8125, int)
+    with pytest.raises(ValueError, match=r"^\[plugin:flap\] active: expected a boolean"):
+        option({"active": "maybe"}, "active", True, bool)
+    assert option({"active": "Off"}, "active", True, bool) is False
+    assert option({}, "retry_in", 7.0, float) == 7.0 and option({"n": "3"}, "n", 1, int) == 3

@@ -23,7 +23,7 @@ import zmq
 
 from circus_linux.control.publisher import Publisher
 from circus_linux.control.server import Server
-from circus_linux.errors import UnknownWatcher
+from circus_linux.errors import CommandError, UnknownWatcher
 
 
 @dataclass
@@ -47,6 +47,7 @@ class FakeWatcher:
     def __init__(self, name: str, numprocesses: int = 1, emit: Callable[..., None] | None = None) -> None:
         self.name = name
         self.numprocesses = numprocesses
+        self.config = SimpleNamespace(name=name, priority=0)  # what `start` orders by (core/order.py)
         self._state = "stopped"
         self._lock = asyncio.Lock()
         self._procs: list[FakeProcess] = []
@@ -161,6 +162,10 @@ class FakeArbiter:
     def add(self, name: str, numprocesses: int = 1) -> FakeWatcher:
         self.watchers[name] = FakeWatcher(name, numprocesses, self._emit)
         return self.watchers[name]
+
+    def refuse_taken(self, name: str) -> None:
+        if name in self.watchers:
+            raise CommandError(f"watcher {name} already exists")
 
     def get_watcher(self, name: str) -> FakeWatcher:
         try:

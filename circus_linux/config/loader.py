@@ -26,6 +26,7 @@ from circus_linux.config import ini, loggerconfig, virtualenv
 from circus_linux.config.env import env_sections, global_env, watcher_env
 from circus_linux.config.ini import Entry, Section
 from circus_linux.config.model import (
+    PLUGIN_WATCHER_PREFIX,
     CircusConfig,
     Config,
     ImportTarget,
@@ -232,6 +233,7 @@ def _build(
     socket_names = {s.name.lower(): s.name for s in sockets}
     watchers: list[WatcherConfig] = []
     seen: dict[str, str] = {}
+    watcher_secs: dict[str, Section] = {}
     for name, sec in by_kind["watcher:"]:
         if name.lower() in seen:
             col.errors.append(ConfigIssue(sec.file, sec.name, None,
@@ -239,11 +241,21 @@ def _build(
                                           "exists (names are case-insensitive)", sec.line))
             continue
         seen[name.lower()] = name
+        watcher_secs[name.lower()] = sec
         wenv = watcher_env(name, envs, environ)
         w = build_watcher(_substituted(sec, wenv, environ), name, wenv, socket_names, col)
         if w is not None:
             _check_virtualenv(w, sec, col)
             watchers.append(w)
+    for name, sec in by_kind["plugin:"]:
+        # [plugin:X] runs as the watcher `plugin:X` (runtime/plugins.py): a [watcher:plugin:X] would be
+        # replaced by it, or replace it.
+        other = watcher_secs.get((PLUGIN_WATCHER_PREFIX + name).lower())
+        if other is not None:
+            col.errors.append(ConfigIssue(
+                sec.file, sec.name, None,
+                f"duplicate watcher name: [{sec.name}] runs as the watcher {PLUGIN_WATCHER_PREFIX}{name}, "
+                f"which [{other.name}] ({other.file}:{other.line}) already names", sec.line))
     plugins = tuple(p for n, s in by_kind["plugin:"]
                     if (p := build_plugin(_substituted(s, genv, environ), n, col)) is not None)
     for env_sec in envs:

@@ -22,9 +22,9 @@ from circus_linux.runtime import stream_reader
 from circus_linux.runtime import tasks as tasks_mod
 from circus_linux.runtime.plugins import (
     apply_plugin_changes,
-    is_plugin_watcher,
     plugin_watchers,
     start_plugin_watchers,
+    watcher_name,
 )
 from circus_linux.runtime.process import Process
 from circus_linux.runtime.sdnotify import SafeNotifier
@@ -193,6 +193,9 @@ class Arbiter:
         )
 
     def _make_watcher(self, cfg: Any) -> Watcher:
+        # Never replace a watcher: the old one's workers would run on unsupervised. [plugin:X] runs as the
+        # watcher plugin:X, so a [watcher:plugin:X] would collide with it (the config refuses that too).
+        self.refuse_taken(cfg.name)
         if cfg.notify:
             self._ensure_notify_server()
         if self.cgroups is not None:
@@ -458,9 +461,19 @@ class Arbiter:
         except KeyError:
             raise UnknownWatcher(name) from None
 
+    def refuse_taken(self, name: str) -> None:
+        """CommandError (errno 5) when a watcher called `name` exists, saying so for a plugin's."""
+        if name not in self.watchers:
+            return
+        if name in self._plugin_watcher_names():
+            raise CommandError(f"watcher {name} already exists: it runs [{name}]")
+        raise CommandError(f"watcher {name} already exists")
+
+    def _plugin_watcher_names(self) -> set[str]:
+        """The watchers made from [plugin:*] sections (a [watcher:plugin:Y] section is not one of them)."""
+        return {watcher_name(p.name) for p in self.config.plugins}
+
     async def add_watcher(self, cfg: Any, start: bool = False) -> Watcher:
-        if cfg.name in self.watchers:
-            raise CommandError(f"watcher {cfg.name} already exists")
         watcher = self._make_watcher(cfg)
         self.emit(f"watcher.{cfg.name}.add", {"name": cfg.name})
         if start:
@@ -512,8 +525,11 @@ class Arbiter:
             # has it, one made by `add` goes unless the file has it (then its section decides). Each is
             # compared with the config it was made or last reloaded from, so `set` changes stay until the
             # file's section changes.
-            running = tuple(self._loaded[n] for n in self.watchers if not is_plugin_watcher(n))
+            plugins = self._plugin_watcher_names()
+            running = tuple(self._loaded[n] for n in self.watchers if n not in plugins)
             plan = configmod.diff(dataclasses.replace(self.config, watchers=running), new)
+            for name in plan.added:  # [watcher:plugin:X] while [plugin:X]'s watcher runs: refuse it all
+                self.refuse_taken(name)
             self.emit("arbiter.reloading", {"path": self.config.path})
             by_name = {w.name: w for w in new.watchers}
             # First: a limit the kernel refuses, or a socket that cannot be bound, refuses the whole reload.

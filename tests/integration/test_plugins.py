@@ -184,6 +184,40 @@ filename = {tmp_path / "events.log"}
     assert "[plugin:flap] retry_in: expected a number, got 'abc'" in run.stderr, run.stderr
 
 
+def test_plugin_name_collision_refused_by_check_add_and_reloadconfig(circusd: Any, tmp_path: Path) -> None:
+    # review plugins #13: [watcher:plugin:X] and [plugin:X] collided silently (one of them was dropped)
+    both = tmp_path / "both.ini"
+    both.write_text("[watcher:plugin:flap]\ncmd = sleep 1000\n\n"
+                    "[plugin:flap]\nuse = circus.plugins.flapping.Flapping\n")
+    check = subprocess.run(circusd_argv("--check", str(both)), capture_output=True, text=True, timeout=30)
+    assert check.returncode == ExitCode.CONFIG, check.stderr
+    assert (f"{both}:4 [plugin:flap]: duplicate watcher name: [plugin:flap] runs as the watcher plugin:flap, "
+            f"which [watcher:plugin:flap] ({both}:1) already names") in check.stderr, check.stderr
+
+    d = circusd("[watcher:plugin:other]\ncmd = sleep 1000\n\n"
+                "[plugin:flap]\nuse = circus.plugins.flapping.Flapping\n")
+    plugin = wait_for(lambda: d.pids("plugin:flap"), what="the plugin's process")
+    other = wait_for(lambda: d.pids("plugin:other"), what="the watcher named plugin:other")
+    reply = d.call("add", name="plugin:flap", cmd="sleep 1000", start=True)
+    assert reply["status"] == "error" and reply["errno"] == 5, reply
+    assert reply["reason"] == "watcher plugin:flap already exists: it runs [plugin:flap]", reply
+    # a watcher of that name is not a plugin's: reloadconfig keeps it (it used to be "added" again each time)
+    for _ in range(2):
+        reply = d.call("reloadconfig", waiting=True, timeout=30)
+        assert reply["status"] == "ok" and reply.get("added") == [], reply
+    assert d.pids("plugin:flap") == plugin and d.pids("plugin:other") == other
+    assert d.call("numwatchers")["numwatchers"] == 2
+
+    # the file swaps [plugin:flap] for a [watcher:plugin:flap]: refused as a whole while the plugin runs
+    plugin_sec = "[plugin:flap]\nuse = circus.plugins.flapping.Flapping\n"
+    swapped = "[watcher:plugin:flap]\ncmd = sleep 1000\n"
+    d.path.write_text(d.path.read_text().replace(plugin_sec, swapped))
+    reply = d.call("reloadconfig", waiting=True, timeout=30)
+    assert reply["status"] == "error" and reply["errno"] == 5, reply
+    assert "watcher plugin:flap already exists: it runs [plugin:flap]" in reply["reason"], reply
+    assert d.pids("plugin:flap") == plugin and d.pids("plugin:other") == other
+
+
 FLAPPING = """
 [watcher:crash]
 cmd = sh -c 'exit 3'

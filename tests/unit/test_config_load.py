@@ -394,6 +394,21 @@ def test_plugin_use_must_be_dotted():
     assert "dotted Python name" in one_error("[plugin:p]\nuse = not a class\n").message
 
 
+def test_plugin_name_collision_is_a_config_error():
+    # review plugins #13: [watcher:plugin:X] and [plugin:X] both made the watcher plugin:X; one vanished
+    issue = one_error("""
+        [watcher:plugin:Flap]
+        cmd = sleep 1000
+        [plugin:flap]
+        use = circus.plugins.flapping.Flapping
+    """)
+    assert (issue.file, issue.line, issue.section, issue.key) == ("test.ini", 4, "plugin:flap", None)
+    assert "[watcher:plugin:Flap] (test.ini:2)" in issue.message and "duplicate watcher name" in issue.message
+    # a watcher named plugin:Y beside [plugin:X] is fine
+    cfg = ld("[watcher:plugin:y]\ncmd = x\n[plugin:x]\nuse = circus.plugins.flapping.Flapping\n")
+    assert [w.name for w in cfg.watchers] == ["plugin:y"] and [p.name for p in cfg.plugins] == ["x"]
+
+
 def test_bad_plugin_config_errors_bundled_options_checked_at_load():
     # review plugins #10: `retry_in = abc` passed --check and failed in the plugin process, unnamed
     issues = errors_of("""

@@ -97,8 +97,7 @@ def build_config(name: str, cmd: str, args: Any, options: Mapping[str, Any]) -> 
 
 async def execute(arbiter: Any, props: Mapping[str, Any]) -> Action | None:
     name = props["name"]
-    if name in arbiter.watchers:
-        raise CommandError(f"{name!r} already exists")
+    arbiter.refuse_taken(name)  # errno 5, saying so when a [plugin:X] section's watcher has the name
     args = props.get("args")
     if args is not None and not isinstance(args, str | list):
         raise RequestError("expected string or list of strings", Errno.MESSAGE_ERROR, "args")

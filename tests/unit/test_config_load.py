@@ -8,6 +8,7 @@ import textwrap
 import pytest
 
 from circus_linux.config import MAX, SystemdMode, default_config_path, load, loads
+from circus_linux.core.policy import BackoffPolicy, RestartBook
 from circus_linux.errors import ConfigError
 
 
@@ -87,6 +88,17 @@ def test_default_ini_loads_and_needs_nothing_external():
     assert w.cmd.startswith("/bin/sh -c ")
     assert cfg.sockets == () and cfg.plugins == ()
     assert cfg.warnings == ()
+
+
+def test_default_ini_max_retry_comment_says_what_the_code_does():
+    # the comment said "max_retry attempts before giving up": it is the first start plus max_retry retries
+    text = default_config_path().read_text()
+    assert "first\n# start and max_retry retries" in text and "6th consecutive failed start" in text, text
+    (w,) = load(default_config_path(), environ={}).watchers
+    assert w.max_retry == 5
+    book = RestartBook(BackoffPolicy(max_retry=w.max_retry))
+    verdicts = [book.on_exit(1, lifetime=0.0, now=float(n)) for n in range(1, 7)]
+    assert [v.give_up for v in verdicts] == [False] * 5 + [True]  # 5 retries, the 6th failure gives up
 
 
 # ------------------------------------------------------------------ [circus]

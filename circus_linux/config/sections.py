@@ -74,6 +74,11 @@ class SectionReader:
         return [e for k, e in self.sec.entries.items() if k not in self.used]
 
 
+def _endpoint(text: str) -> str:
+    """An empty value means the default endpoint (Circus's rule); anything else must be one."""
+    return v.parse_endpoint(text) if text.strip() else ""
+
+
 def _int(minimum: int | None = None, maximum: int | None = None) -> Callable[[str], int]:
     return lambda s: v.parse_int(s, minimum, maximum)
 
@@ -104,9 +109,9 @@ def build_circus(sec: Section | None, col: Collector) -> CircusConfig:
     r = SectionReader(sec, col)
     d = CircusConfig()
     cfg = CircusConfig(
-        endpoint=r.text("endpoint") or d.endpoint,
-        pubsub_endpoint=r.text("pubsub_endpoint") or d.pubsub_endpoint,
-        stats_endpoint=r.text("stats_endpoint") or d.stats_endpoint,
+        endpoint=r.take("endpoint", _endpoint, d.endpoint) or d.endpoint,
+        pubsub_endpoint=r.take("pubsub_endpoint", _endpoint, d.pubsub_endpoint) or d.pubsub_endpoint,
+        stats_endpoint=r.take("stats_endpoint", _endpoint, d.stats_endpoint) or d.stats_endpoint,
         statsd=r.take("statsd", v.parse_bool, d.statsd),
         check_delay=r.take("check_delay", _float(0), d.check_delay),
         include=v.split_list(r.text("include") or ""),

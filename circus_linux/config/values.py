@@ -282,6 +282,28 @@ def parse_loglevel(text: str) -> str:
     return raw
 
 
+# The transports libzmq can bind (zmq_bind(3)); which of them count as local is sections.py's business.
+_ZMQ_TRANSPORTS = ("tcp", "ipc", "inproc", "tipc", "vmci", "udp", "pgm", "epgm", "ws", "wss", "norm")
+
+
+def parse_endpoint(text: str) -> str:
+    """A ZeroMQ endpoint circusd binds: 'tcp://HOST:PORT' (PORT 1-65535 or '*'; 'SRC;HOST:PORT' too),
+    'ipc:///path' or 'ipc://@name', 'inproc://name', or another zmq_bind(3) transport with an address.
+
+    Checked here so that a typo is a config error naming the key, not a bind failure found at run time.
+    """
+    raw = text.strip()
+    scheme, sep, address = raw.partition("://")
+    if not sep or scheme not in _ZMQ_TRANSPORTS or not address:
+        example = "tcp://127.0.0.1:5555 or ipc:///run/circus/circus.sock"
+        raise ValueError(f"expected a ZeroMQ endpoint like {example}, {_got(text)}")
+    if scheme == "tcp":
+        host, colon, port = address.rpartition(";")[2].rpartition(":")
+        if not colon or not host or not (port == "*" or (port.isdigit() and 1 <= int(port) <= 65535)):
+            raise ValueError(f"expected tcp://HOST:PORT with a port between 1 and 65535 (or *), {_got(text)}")
+    return raw
+
+
 _DOTTED = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")
 
 

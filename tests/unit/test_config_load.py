@@ -280,6 +280,22 @@ def test_cpu_max_unbounded_is_a_config_error():
         assert "between" in issue.message, issue.message
 
 
+def test_bad_stats_endpoint_is_a_config_error():
+    # review cgroups #9: `stats_endpoint = tcp://127.0.0.1:notaport` passed --check, and circusd then ran
+    # without a stats stream, a log line naming neither file nor key; every endpoint is now checked
+    for key in ("endpoint", "pubsub_endpoint", "stats_endpoint"):
+        for value in ("tcp://127.0.0.1:notaport", "tcp://127.0.0.1", "tcp://:5555", "tcp://127.0.0.1:0",
+                      "tcp://127.0.0.1:65536", "127.0.0.1:5555", "ipc://", "htp://127.0.0.1:5555"):
+            issue = one_error(f"[circus]\n{key} = {value}\n")
+            assert (issue.file, issue.line, issue.section, issue.key) == ("test.ini", 2, "circus", key), issue
+            assert "expected" in issue.message and repr(value) in issue.message, issue.message
+    cfg = ld("[circus]\nendpoint = tcp://127.0.0.1:*\npubsub_endpoint = tcp://10.0.0.1;127.0.0.1:5556\n"
+             "stats_endpoint =\n")
+    assert cfg.circus.endpoint == "tcp://127.0.0.1:*"
+    assert cfg.circus.pubsub_endpoint == "tcp://10.0.0.1;127.0.0.1:5556"
+    assert cfg.circus.stats_endpoint == "tcp://127.0.0.1:5557"  # empty: Circus's default
+
+
 def test_unknown_watcher_keys_kept_in_extra():
     cfg = ld("[watcher:a]\ncmd = x\nflapping.max_retry = 4\nnumproceses = 3\n")
     w = cfg.watchers[0]

@@ -305,6 +305,17 @@ _KIND_WORDS = {int: "an integer", float: "a number", bool: "a boolean (true/fals
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
+def to_bool(value: Any) -> bool:
+    """An ini boolean as Circus's to_bool reads it (strict): ValueError for anything but the words above.
+
+    values.parse_bool's words, kept here: a plugin process does not import circus_linux.config, whose
+    package loads the whole loader."""
+    text = str(value).strip().lower()
+    if text not in _TRUE + _FALSE:
+        raise ValueError(f"expected {_KIND_WORDS[bool]}, got {value!r}")
+    return text in _TRUE
+
+
 def option(config: dict[str, Any], key: str, default: Any, kind: type = str) -> Any:
     """Read an option given as ini text (or already typed): option(cfg, 'port', 8125, int).
 
@@ -314,15 +325,10 @@ def option(config: dict[str, Any], key: str, default: Any, kind: type = str) -> 
     value = config.get(key, default)
     if value is None or isinstance(value, kind):
         return value
-    if kind is bool:
-        text = str(value).strip().lower()
-        if text in _TRUE + _FALSE:
-            return text in _TRUE
-    else:
-        try:
-            return kind(value)
-        except (TypeError, ValueError):
-            pass
+    try:
+        return to_bool(value) if kind is bool else kind(value)
+    except (TypeError, ValueError):
+        pass
     section = os.environ.get(ENV_NAME)
     where = f"[plugin:{section}] {key}" if section else key
     raise ValueError(f"{where}: expected {_KIND_WORDS.get(kind, kind.__name__)}, got {value!r}")

@@ -20,13 +20,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from circus_linux.plugins.base import CircusPlugin, Frame, option
+from circus_linux.plugins.base import CircusPlugin, Frame, option, to_bool
 from circus_linux.plugins.loop import Timer
 
 log = logging.getLogger("circus_linux.plugins.flapping")
 
 DEFAULTS: dict[str, float] = {"attempts": 2, "window": 1.0, "retry_in": 7.0, "max_retry": 5}
-_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
 class Flapping(CircusPlugin):
@@ -80,17 +79,12 @@ class Flapping(CircusPlugin):
         for key, value in (reply.get("options") or {}).items():
             if not (isinstance(key, str) and key.startswith("flapping.") and key[9:] in conf):
                 continue
-            if key == "flapping.active":
-                text = str(value).strip().lower()
-                if text in _TRUE + _FALSE:
-                    conf["active"] = text in _TRUE
-                else:
-                    log.warning("watcher %s: %s=%r is not a boolean, ignored", watcher, key, value)
-                continue
+            boolean = key == "flapping.active"
             try:
-                conf[key[9:]] = float(value)
+                conf[key[9:]] = to_bool(value) if boolean else float(value)
             except (TypeError, ValueError):
-                log.warning("watcher %s: %s=%r is not a number, ignored", watcher, key, value)
+                what = "a boolean" if boolean else "a number"
+                log.warning("watcher %s: %s=%r is not %s, ignored", watcher, key, value, what)
         self._conf[watcher] = conf
         return conf
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from circus_linux.config.model import PLUGIN_WATCHER_PREFIX as PREFIX
 from circus_linux.config.model import CircusConfig, PluginConfig, WatcherConfig
+from circus_linux.config.values import parse_bool
 
 RUNNER = "circus_linux.plugins.run"
 # A plugin that cannot start (bad class, bad options) exits 2 at once: give up after a few tries rather than
@@ -56,7 +57,8 @@ def plugin_watcher(
     options = {k: v for k, v in plugin.options.items() if k not in reserved}
     # Circus's CircusPlugin option `active = false`: the plugin does not run. Its watcher is listed,
     # stopped; a start by hand runs it once (a Python plugin then exits 0 at once).
-    active = str(plugin.options.get("active", "true")).strip().lower() not in ("0", "false", "no", "off")
+    # The loader checked the value (config/plugin_options.py), with the ini's boolean words.
+    active = parse_bool(str(plugin.options.get("active", "true")))
     if cmd_line:
         cmd = cmd_line
         args = plugin.options.get("args")

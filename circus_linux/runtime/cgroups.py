@@ -202,10 +202,10 @@ class CgroupManager:
         return handle
 
     def _discard(self, cg: kcg.WatcherCgroup) -> None:
-        """Remove the cgroup of a watcher that never came to be (nothing was spawned into it)."""
+        """Remove a watcher's cgroup that nothing runs in (never spawned into, or emptied by remove)."""
         try:
             cg.remove()
-        except kcg.CgroupError as exc:  # a populated leftover of a previous circusd: the exit's destroy
+        except kcg.CgroupError as exc:  # still populated: the exit's destroy tries again
             log.warning("watcher %s: cgroup not removed: %s", cg.name, exc)
             return
         self.tree.release(cg)
@@ -313,21 +313,26 @@ class CgroupManager:
         handle = self._handles.get(name)
         return None if handle is None else handle.cg.stats()
 
-    def remove(self, name: str) -> None:
+    def _forget(self, name: str) -> WatcherHandle | None:
+        """Drop the watcher's handle: its events unwatched, its fds closed; its cgroup is the caller's."""
         handle = self._handles.pop(name, None)
+        if handle is not None:
+            self._unwatch(name)
+            handle.close()
+        return handle
+
+    def remove(self, name: str) -> None:
+        handle = self._forget(name)
         if handle is None:
             return
-        self._unwatch(name)
-        handle.close()
         try:
             if handle.cg.populated():  # the watcher's stop already emptied it in the usual case
                 handle.cg.kill()
                 handle.cg.wait_empty(5.0)
-            handle.cg.remove()
         except kcg.CgroupError as exc:
             log.warning("watcher %s: cgroup not removed: %s", name, exc)  # the exit's destroy tries again
             return
-        self.tree.release(handle.cg)
+        self._discard(handle.cg)
 
     def orphan(self, name: str) -> None:
         """`rm --nostop`: forget the watcher's handle but leave its processes running in their cgroup.
@@ -335,11 +340,9 @@ class CgroupManager:
         The cgroup is set aside in the tree (cgroup2 cannot rename it): a new watcher of the same name
         gets a fresh one, so it never counts, signals or kills these workers; circusd's exit still does.
         """
-        handle = self._handles.pop(name, None)
+        handle = self._forget(name)
         if handle is None:
             return
-        self._unwatch(name)
-        handle.close()
         try:
             populated = handle.cg.populated()
         except (OSError, kcg.CgroupError):

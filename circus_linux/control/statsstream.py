@@ -212,7 +212,7 @@ class StatsStream:
                 continue
             infos: dict[int, dict[str, Any]] = {}
             kids = col.children_of(watcher) if per_process else {}
-            # The children's psutil objects are kept too: pruned, the next tick's cpu_percent would be
+            # The children's psutil objects are kept too: pruned, the next sample's cpu_percent would be
             # a first call again, which psutil answers 0.0 (a child burning a CPU showed 0% here).
             live.extend(pid for pids in kids.values() for pid in pids)
             for p in watcher.processes():
@@ -234,7 +234,11 @@ class StatsStream:
             pool = col.aggregate(watcher, infos)
             pool["restarts"] = getattr(watcher, "restarts", None)  # circus-top's RESTARTS column
             self._send(f"stat.{name}", pool)
-        col.prune([*live, os.getpid()])
+        if per_process:
+            # Only the ticks that sample processes know every live one, the workers' children included:
+            # pruned between, a child would be new at each sample, and psutil answers a first cpu_percent
+            # with 0.0.
+            col.prune([*live, os.getpid()])
         if self.wants("stat.circus"):
             me = col.circus()
             if me is not None:

@@ -153,3 +153,52 @@ def test_stats_stream_children_cpu_is_real_not_always_zero(circusd: Any) -> None
     finally:
         sub.close()
         ctx.term()
+
+
+class _OneWatcher:
+    """An arbiter with one watcher `w` whose one worker is `pid`; no sockets, no cgroups."""
+
+    sockets = None
+    cgroups = None
+    started = time.time()
+
+    def __init__(self, pid: int) -> None:
+        proc = type("P", (), {"pid": pid, "started": time.time(), "wid": 1, "cmdline": None})()
+        methods = {"status": lambda _self: "active", "processes": lambda _self: [proc]}
+        watcher = type("W", (), {"name": "w", "restarts": 0, "numprocesses": 1, **methods})()
+        self.watchers = {"w": watcher}
+
+
+def test_stream_keeps_the_children_sampled_between_per_process_ticks(tmp_path: Path) -> None:
+    # 8114ca3 kept a worker's children from being pruned, but only on the ticks that sample processes:
+    # with process_interval > interval, the ticks between pruned them, and each per-process tick met them
+    # as new processes again, whose psutil cpu_percent is always 0.0.
+    async def main() -> None:
+        worker = await asyncio.create_subprocess_exec("sleep", "60")
+        child = await asyncio.create_subprocess_exec("sleep", "60")
+        ctx = zmq.Context()
+        stream = StatsStream(_OneWatcher(worker.pid), f"ipc://{tmp_path}/stats.sock", ctx,
+                             interval=1.0, process_interval=3600.0)  # fmt: skip
+        stream.collector.children_of = lambda _w: {worker.pid: [child.pid]}  # type: ignore[method-assign]
+        stream.start()
+        sub = ctx.socket(zmq.SUB)
+        sub.setsockopt(zmq.LINGER, 0)
+        try:
+            sub.connect(f"ipc://{tmp_path}/stats.sock")
+            sub.setsockopt(zmq.SUBSCRIBE, b"stat.w")
+            deadline = time.monotonic() + 5
+            while stream.collector.last(child.pid) is None:  # the first per-process tick samples it
+                assert time.monotonic() < deadline, "the child was never sampled"
+                await stream.tick()
+                await asyncio.sleep(0.01)
+            await stream.tick()  # not a per-process tick (process_interval is an hour)
+            assert stream.collector.last(child.pid) is not None, "the child's sample was pruned"
+        finally:
+            sub.close()
+            await stream.close()
+            ctx.term()
+            for p in (worker, child):
+                p.kill()
+                await p.wait()
+
+    asyncio.run(main())

@@ -59,7 +59,7 @@ def setup(level: str | None, out: LogOutput) -> None:
     lvl = getattr(logging, (level or "info").upper(), logging.INFO)
     handler: logging.Handler
     name = out.name
-    if name in (None, "-", "stderr", "stdout") and os.environ.get("JOURNAL_STREAM") and _journal_ok():
+    if name in STD_OUTPUTS and os.environ.get("JOURNAL_STREAM") and _journal_ok():
         name = "journal"
     if name == "journal":
         from systemd.journal import JournalHandler

@@ -214,11 +214,13 @@ class StatsCollector:
         if st is None:
             return None
         now = time.monotonic()
-        for gone in [n for n in self._cg_prev if n not in self.arbiter.watchers]:
-            del self._cg_prev[gone]  # removed watchers: their samples would only pile up
-        pct = cpu_percent_since(self._cg_prev.get(name), cgroups.for_watcher(name), now, st.cpu_usage_usec)
+        if len(self._cg_prev) > len(self.arbiter.watchers):  # not a scan per watcher and tick
+            for gone in [n for n in self._cg_prev if n not in self.arbiter.watchers]:
+                del self._cg_prev[gone]  # removed watchers: their samples would only pile up
+        handle = cgroups.for_watcher(name)
+        pct = cpu_percent_since(self._cg_prev.get(name), handle, now, st.cpu_usage_usec)
         if st.cpu_usage_usec is not None:
-            self._cg_prev[name] = (cgroups.for_watcher(name), now, st.cpu_usage_usec)
+            self._cg_prev[name] = (handle, now, st.cpu_usage_usec)
         return cgroup_numbers(st, pct)
 
     def aggregate(self, watcher: Any, infos: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:

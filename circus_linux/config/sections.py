@@ -70,6 +70,14 @@ class SectionReader:
     def error(self, message: str, key: str | None = None) -> None:
         self.col.errors.append(ConfigIssue(self.sec.file, self.sec.name, key, message, self.sec.line))
 
+    def error_on(self, key: str, message: str) -> None:
+        """An error on `key`: at its line when the section has it, else at the section's."""
+        e = self.sec.entries.get(key)
+        if e is not None:
+            self.error_at(e, message)
+        else:
+            self.error(message, key)
+
     def rest(self) -> list[Entry]:
         return [e for k, e in self.sec.entries.items() if k not in self.used]
 
@@ -210,10 +218,7 @@ def _check_exposure(r: SectionReader, cfg: CircusConfig) -> None:
             msg = (f"{endpoint}: only ipc:// paths, inproc:// and tcp:// on loopback are local; this "
                    "transport may be reachable from other hosts: refusing it without authentication; set "
                    "curve_secret_key and curve_authorized_keys, use an ipc:// path, or set insecure = true")
-        if e is not None:
-            r.error_at(e, msg)
-        else:
-            r.error(msg, key)
+        r.error_on(key, msg)
     _check_httpd_exposure(r, cfg)
 
 
@@ -238,10 +243,7 @@ def _check_httpd_exposure(r: SectionReader, cfg: CircusConfig) -> None:
     msg = (f"{cfg.httpd_host} is not a loopback address: refusing to serve the dashboard there; "
            "bind 127.0.0.1 (and reach it through ssh -L or a reverse proxy that authenticates), "
            "or set insecure = true")
-    if e is not None:
-        r.error_at(e, msg)
-    else:
-        r.error(msg, "httpd_host")
+    r.error_on("httpd_host", msg)
 
 
 # ---------------------------------------------------------------- [watcher:NAME]
